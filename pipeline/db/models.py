@@ -1,0 +1,173 @@
+"""Postgres schema as SQLAlchemy 2 typed models; unique constraints make every write idempotent."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.domain import CallOutcome, DocumentStatus, PageStatus
+
+
+def _values(enum: type[Any]) -> str:
+    return ", ".join(f"'{member.value}'" for member in enum)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+class Document(Base):
+    """One version of one object in a bucket, and where its processing stands."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("bucket", "key", "version", name="uq_documents_object_version"),
+        CheckConstraint(f"status IN ({_values(DocumentStatus)})", name="ck_documents_status"),
+        Index("ix_documents_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(Text)
+    # Version id when the bucket is versioned, else the ETag: an overwrite is a new document.
+    version: Mapped[str] = mapped_column(Text, server_default="")
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(Text)
+    schema_name: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=DocumentStatus.PENDING.value)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    repaired: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    error_category: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # A worker holds a document until this time; past it, the sweep hands the work to another.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Page(Base):
+    __tablename__ = "pages"
+    __table_args__ = (
+        UniqueConstraint("document_id", "page_index", name="uq_pages_document_index"),
+        CheckConstraint(f"status IN ({_values(PageStatus)})", name="ck_pages_status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    page_index: Mapped[int] = mapped_column(Integer)
+    render_dpi: Mapped[float] = mapped_column(Float)
+    pixel_width: Mapped[int] = mapped_column(Integer)
+    pixel_height: Mapped[int] = mapped_column(Integer)
+    has_text_layer: Mapped[bool] = mapped_column(Boolean)
+    image_passthrough: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    image_sha256: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=PageStatus.RENDERED.value)
+    error_category: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Extraction(Base):
+    """The document's result for one schema; invalid output is kept with its errors, flagged."""
+
+    __tablename__ = "extractions"
+    __table_args__ = (
+        UniqueConstraint("document_id", "schema_name", name="uq_extractions_document_schema"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    schema_name: Mapped[str] = mapped_column(Text)
+    schema_version: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    errors: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VlmCall(Base):
+    """One provider call attempt, paid or failed: the ground truth for cost."""
+
+    __tablename__ = "vlm_calls"
+    __table_args__ = (
+        CheckConstraint(f"outcome IN ({_values(CallOutcome)})", name="ck_vlm_calls_outcome"),
+        Index("ix_vlm_calls_document", "document_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # Made before the call is sent, so that a retried write of the same row is a no-op.
+    call_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    document_id: Mapped[int | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    provider: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    page_indexes: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
+    input_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    cache_creation_input_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    cache_read_input_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    service_tier: Mapped[str | None] = mapped_column(Text)
+    # NULL means "no price known for this model", never "free".
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(Text)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    error_category: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DeadLetter(Base):
+    """A document that failed for good; replaying it records the history here."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        # At most one open dead letter per document; a replayed one stays for the history.
+        Index(
+            "uq_dead_letters_open_document",
+            "document_id",
+            unique=True,
+            postgresql_where=text("replayed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    task_name: Mapped[str] = mapped_column(Text)
+    error_category: Mapped[str] = mapped_column(Text)
+    error_message: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replay_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))

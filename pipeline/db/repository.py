@@ -1,0 +1,312 @@
+"""Repository: every write is an idempotent statement (INSERT … ON CONFLICT, guarded UPDATE)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from pipeline.db.models import DeadLetter, Document, Extraction, Page, VlmCall
+from pipeline.domain import (
+    CallRecord,
+    DocumentStatus,
+    ExtractionResult,
+    ObjectRef,
+    PageContent,
+    PageStatus,
+)
+from pipeline.errors import PipelineError
+
+
+def register_document(
+    session: Session, ref: ObjectRef, schema_name: str, provider: str | None = None
+) -> tuple[int, bool]:
+    """The document row for this object version; (id, created). A duplicate event creates none."""
+    stmt = (
+        insert(Document)
+        .values(
+            bucket=ref.bucket,
+            key=ref.key,
+            version=ref.version,
+            size=ref.size,
+            schema_name=schema_name,
+            provider=provider,
+        )
+        .on_conflict_do_nothing(constraint="uq_documents_object_version")
+        .returning(Document.id)
+    )
+    new_id = session.execute(stmt).scalar_one_or_none()
+    if new_id is not None:
+        return new_id, True
+    existing = session.execute(
+        select(Document.id).where(
+            Document.bucket == ref.bucket, Document.key == ref.key, Document.version == ref.version
+        )
+    ).scalar_one()
+    return existing, False
+
+
+def claim_document(session: Session, document_id: int, lease: timedelta) -> Document | None:
+    """Take the document for processing; None when it is final or another worker holds it."""
+    now = func.now()
+    stmt = (
+        update(Document)
+        .where(
+            Document.id == document_id,
+            or_(
+                Document.status == DocumentStatus.PENDING.value,
+                and_(
+                    Document.status == DocumentStatus.PROCESSING.value,
+                    or_(Document.lease_until.is_(None), Document.lease_until < now),
+                ),
+            ),
+        )
+        .values(
+            status=DocumentStatus.PROCESSING.value,
+            lease_until=now + lease,
+            attempts=Document.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Document)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def get_document(session: Session, document_id: int) -> Document | None:
+    return session.get(Document, document_id)
+
+
+def record_source(
+    session: Session, document_id: int, *, size: int, sha256: str, content_type: str
+) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id == document_id)
+        .values(size=size, sha256=sha256, content_type=content_type, updated_at=func.now())
+    )
+
+
+def record_layout(session: Session, document_id: int, *, page_count: int, repaired: bool) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id == document_id)
+        .values(page_count=page_count, repaired=repaired, updated_at=func.now())
+    )
+
+
+def record_pages(
+    session: Session,
+    document_id: int,
+    pages: Sequence[PageContent],
+    status: PageStatus = PageStatus.RENDERED,
+) -> None:
+    if not pages:
+        return
+    rows = [
+        {
+            "document_id": document_id,
+            "page_index": p.index,
+            "render_dpi": p.render_dpi,
+            "pixel_width": p.pixel_width,
+            "pixel_height": p.pixel_height,
+            "has_text_layer": p.has_text_layer,
+            "image_passthrough": p.image_passthrough,
+            "image_sha256": p.image_sha256,
+            "status": status.value,
+        }
+        for p in pages
+    ]
+    stmt = insert(Page).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_pages_document_index",
+        set_={
+            "render_dpi": stmt.excluded.render_dpi,
+            "pixel_width": stmt.excluded.pixel_width,
+            "pixel_height": stmt.excluded.pixel_height,
+            "has_text_layer": stmt.excluded.has_text_layer,
+            "image_passthrough": stmt.excluded.image_passthrough,
+            "image_sha256": stmt.excluded.image_sha256,
+            "updated_at": func.now(),
+        },
+        # Never move a page backwards from extracted.
+        where=Page.status != PageStatus.EXTRACTED.value,
+    )
+    session.execute(stmt)
+
+
+def mark_pages(session: Session, document_id: int, status: PageStatus) -> None:
+    session.execute(
+        update(Page)
+        .where(Page.document_id == document_id)
+        .values(status=status.value, updated_at=func.now())
+    )
+
+
+def record_call(session: Session, document_id: int | None, call: CallRecord) -> None:
+    """One vlm_calls row; writing the same call_id twice is a no-op."""
+    stmt = (
+        insert(VlmCall)
+        .values(
+            call_id=call.call_id,
+            document_id=document_id,
+            provider=call.provider,
+            model=call.model,
+            request_id=call.request_id,
+            attempt=call.attempt,
+            page_indexes=call.page_indexes,
+            input_tokens=call.usage.input_tokens,
+            output_tokens=call.usage.output_tokens,
+            cache_creation_input_tokens=call.usage.cache_creation_input_tokens,
+            cache_read_input_tokens=call.usage.cache_read_input_tokens,
+            service_tier=call.usage.service_tier,
+            cost_usd=call.cost_usd,
+            latency_ms=call.latency_ms,
+            outcome=call.outcome.value,
+            stop_reason=call.stop_reason,
+            error_category=call.error_category,
+            error_message=call.error_message,
+        )
+        .on_conflict_do_nothing(index_elements=["call_id"])
+    )
+    session.execute(stmt)
+
+
+def valid_extraction(session: Session, document_id: int, schema_name: str) -> Extraction | None:
+    return session.execute(
+        select(Extraction).where(
+            Extraction.document_id == document_id,
+            Extraction.schema_name == schema_name,
+            Extraction.valid.is_(True),
+        )
+    ).scalar_one_or_none()
+
+
+def save_extraction(session: Session, document_id: int, result: ExtractionResult) -> bool:
+    """Store the result; a valid result already stored is never overwritten. True if written."""
+    stmt = insert(Extraction).values(
+        document_id=document_id,
+        schema_name=result.schema_name,
+        schema_version=result.schema_version,
+        provider=result.provider,
+        model=result.model,
+        valid=result.valid,
+        data=result.data if result.valid else None,
+        errors=result.errors,
+    )
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_extractions_document_schema",
+        set_={
+            "schema_version": stmt.excluded.schema_version,
+            "provider": stmt.excluded.provider,
+            "model": stmt.excluded.model,
+            "valid": stmt.excluded.valid,
+            "data": stmt.excluded.data,
+            "errors": stmt.excluded.errors,
+            "updated_at": func.now(),
+        },
+        where=Extraction.valid.is_(False),
+    ).returning(Extraction.id)
+    return session.execute(stmt).scalar_one_or_none() is not None
+
+
+def finish_document(
+    session: Session,
+    document_id: int,
+    status: DocumentStatus,
+    error: PipelineError | None = None,
+) -> bool:
+    """Move a processing document to a final state; False if it was not ours to finish."""
+    stmt = (
+        update(Document)
+        .where(
+            Document.id == document_id,
+            Document.status.in_([DocumentStatus.PROCESSING.value, DocumentStatus.PENDING.value]),
+        )
+        .values(
+            status=status.value,
+            error_category=error.category.value if error else None,
+            error_message=error.message if error else None,
+            lease_until=None,
+            finished_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(Document.id)
+    )
+    return session.execute(stmt).scalar_one_or_none() is not None
+
+
+def release_for_retry(session: Session, document_id: int, error: PipelineError) -> None:
+    """Give the document back (pending) with the last error, so a retry or the sweep takes it."""
+    session.execute(
+        update(Document)
+        .where(Document.id == document_id, Document.status == DocumentStatus.PROCESSING.value)
+        .values(
+            status=DocumentStatus.PENDING.value,
+            error_category=error.category.value,
+            error_message=error.message,
+            lease_until=None,
+            updated_at=func.now(),
+        )
+    )
+
+
+def add_dead_letter(
+    session: Session, document_id: int, task_name: str, error: PipelineError, attempts: int
+) -> None:
+    stmt = (
+        insert(DeadLetter)
+        .values(
+            document_id=document_id,
+            task_name=task_name,
+            error_category=error.category.value,
+            error_message=error.message,
+            attempts=attempts,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["document_id"], index_where=text("replayed_at IS NULL")
+        )
+    )
+    session.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    document_id: int
+    bucket: str
+    key: str
+    status: str
+    error_category: str | None
+    error_message: str | None
+    data: dict[str, Any] | None
+    cost_usd: Decimal
+    calls: int
+    unpriced_calls: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def list_results(
+    session: Session, *, limit: int = 100, status: str | None = None, bucket: str | None = None
+) -> list[ResultRow]:
+    query = text(
+        """
+        SELECT d.id, d.bucket, d.key, d.status, d.error_category, d.error_message, e.data,
+               c.cost_usd, c.calls, c.unpriced_calls, d.created_at, d.finished_at
+          FROM documents d
+          LEFT JOIN extractions e
+                 ON e.document_id = d.id AND e.schema_name = d.schema_name AND e.valid
+          JOIN document_costs c ON c.document_id = d.id
+         WHERE (CAST(:status AS text) IS NULL OR d.status = :status)
+           AND (CAST(:bucket AS text) IS NULL OR d.bucket = :bucket)
+         ORDER BY d.id DESC
+         LIMIT :limit
+        """
+    )
+    rows = session.execute(query, {"status": status, "bucket": bucket, "limit": limit})
+    return [ResultRow(*row) for row in rows]

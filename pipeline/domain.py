@@ -1,0 +1,165 @@
+"""Domain types passed between stages: pages, extraction requests, provider replies, usage."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pipeline.schemas import SchemaSpec
+
+
+class DocumentStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    NEEDS_REVIEW = "needs_review"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {DocumentStatus.DONE, DocumentStatus.NEEDS_REVIEW, DocumentStatus.FAILED}
+
+
+class PageStatus(StrEnum):
+    PENDING = "pending"
+    RENDERED = "rendered"
+    EXTRACTED = "extracted"
+    FAILED = "failed"
+
+
+class CallOutcome(StrEnum):
+    OK = "ok"
+    INVALID_OUTPUT = "invalid_output"
+    TRUNCATED = "truncated"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """One version of one object in a bucket, as named by a bucket event or a listing."""
+
+    bucket: str
+    key: str
+    version: str = ""  # version id when the bucket is versioned, else the ETag, else ""
+    size: int | None = None
+    event_name: str = ""
+    event_time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A positioned word; coordinates in PDF points from the page's top-left corner."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    block: int = 0
+    line: int = 0
+
+
+@dataclass(slots=True)
+class PageContent:
+    """What an extractor gets for one page: an image sized for the model, plus text if any."""
+
+    index: int
+    width_pt: float
+    height_pt: float
+    image: bytes
+    media_type: str
+    pixel_width: int
+    pixel_height: int
+    render_dpi: float
+    image_sha256: str
+    text: str = ""
+    words: list[Word] = field(default_factory=list)
+    image_passthrough: bool = False
+
+    @property
+    def has_text_layer(self) -> bool:
+        return bool(self.text.strip())
+
+
+class PageRenderer(Protocol):
+    """Re-renders a page at another resolution (OCR, or re-reading tiny text)."""
+
+    def render(self, index: int, dpi: int) -> Image.Image: ...
+
+
+@dataclass(slots=True)
+class ExtractionRequest:
+    schema: SchemaSpec
+    pages: list[PageContent]
+    renderer: PageRenderer
+    feedback: str | None = None  # validation errors of the previous attempt, for a re-ask
+    max_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    service_tier: str | None = None
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+@dataclass(slots=True)
+class ProviderReply:
+    """One completed provider call. `data` is None when the reply carried no usable output."""
+
+    data: dict[str, Any] | None
+    usage: Usage
+    request_id: str | None = None
+    stop_reason: str | None = None
+    truncated: bool = False
+    problem: str | None = None  # why `data` is missing or unusable, in one line
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One row of vlm_calls: a provider call attempt, successful or not."""
+
+    provider: str
+    model: str
+    attempt: int
+    outcome: CallOutcome
+    latency_ms: int
+    usage: Usage
+    cost_usd: Decimal | None  # None: no price known for the model (shown as unpriced)
+    request_id: str | None = None
+    stop_reason: str | None = None
+    error_category: str | None = None
+    error_message: str | None = None
+    page_indexes: list[int] = field(default_factory=list)
+    # Made before the row is written, so that writing the same call twice is a no-op.
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(slots=True)
+class ExtractionResult:
+    """Outcome of extracting one document: validated data or errors, with every call made."""
+
+    schema_name: str
+    schema_version: str
+    provider: str
+    model: str
+    data: dict[str, Any] | None
+    valid: bool
+    errors: list[str]
+    calls: list[CallRecord]
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((c.cost_usd or Decimal(0) for c in self.calls), Decimal(0))

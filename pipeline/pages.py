@@ -1,0 +1,281 @@
+"""Input handling: sniff the real file type, refuse bad input, split into pages sized for a model."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pymupdf
+from PIL import Image, ImageSequence
+
+from pipeline.domain import PageContent, Word
+from pipeline.errors import ErrorCategory, PermanentError
+
+PDF = "application/pdf"
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+SUPPORTED = (PDF, PNG, JPEG, TIFF)
+
+_JPEG_QUALITY = 85
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_pages: int = 200
+    max_image_pixels: int = 60_000_000
+    long_edge_px: int = 1568
+
+
+def sniff(data: bytes) -> str:
+    """The real media type from magic bytes; the file name and Content-Type are not trusted."""
+    if not data:
+        raise PermanentError(ErrorCategory.BAD_INPUT, "the file is empty (0 bytes)")
+    head = data[:1024]
+    if b"%PDF-" in head:
+        return PDF
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return TIFF
+    raise PermanentError(
+        ErrorCategory.UNSUPPORTED_TYPE,
+        f"unsupported file type ({_describe(head)}); expected PDF, PNG, JPEG or TIFF",
+    )
+
+
+def _describe(head: bytes) -> str:
+    stripped = head.lstrip().lower()
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP container such as DOCX or XLSX"
+    if stripped.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    return "unrecognised content"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _encode_jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=False)
+    return buf.getvalue()
+
+
+def _fit(width: int, height: int, long_edge: int) -> float:
+    return min(1.0, long_edge / max(width, height))
+
+
+class LoadedDocument:
+    """An opened input file; pages come out one at a time so memory stays flat."""
+
+    media_type: str
+    page_count: int
+    repaired: bool = False
+
+    def page(self, index: int) -> PageContent:
+        raise NotImplementedError
+
+    def render(self, index: int, dpi: int) -> Image.Image:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return None
+
+    def pages(self) -> Iterator[PageContent]:
+        for index in range(self.page_count):
+            yield self.page(index)
+
+
+class PdfDocument(LoadedDocument):
+    def __init__(self, data: bytes, limits: Limits) -> None:
+        self.media_type = PDF
+        self.limits = limits
+        try:
+            doc = pymupdf.open(stream=data, filetype="pdf")
+        except pymupdf.EmptyFileError:
+            raise PermanentError(ErrorCategory.BAD_INPUT, "the PDF is empty") from None
+        except (pymupdf.FileDataError, RuntimeError, ValueError) as exc:
+            raise PermanentError(
+                ErrorCategory.BAD_INPUT, f"not a readable PDF: {_one_line(exc)}"
+            ) from None
+        if not doc.is_pdf:
+            doc.close()
+            raise PermanentError(ErrorCategory.BAD_INPUT, "the file is not a PDF")
+        if doc.needs_pass:
+            doc.close()
+            raise PermanentError(
+                ErrorCategory.ENCRYPTED, "the PDF needs a password to open; upload it unlocked"
+            )
+        self.doc = doc
+        self.repaired = bool(doc.is_repaired)
+        self.page_count = doc.page_count
+        if self.page_count == 0:
+            doc.close()
+            raise PermanentError(ErrorCategory.BAD_INPUT, "the PDF has no pages")
+        if self.page_count > limits.max_pages:
+            doc.close()
+            raise PermanentError(
+                ErrorCategory.TOO_LARGE,
+                f"the PDF has {self.page_count} pages; the limit is {limits.max_pages} "
+                "(PAGEMILL_MAX_PAGES)",
+            )
+
+    def close(self) -> None:
+        self.doc.close()
+
+    def page(self, index: int) -> PageContent:
+        page = self.doc[index]
+        rect = page.rect
+        try:
+            text = page.get_text()
+            raw_words: list[Any] = page.get_text("words")
+        except (RuntimeError, ValueError) as exc:
+            raise PermanentError(
+                ErrorCategory.BAD_INPUT, f"page {index + 1} cannot be read: {_one_line(exc)}"
+            ) from None
+        words = [
+            Word(text=w[4], x0=w[0], y0=w[1], x1=w[2], y1=w[3], block=w[5], line=w[6])
+            for w in raw_words
+        ]
+        passthrough = None if text.strip() else self._embedded_scan(page)
+        if passthrough is not None:
+            image, width, height = passthrough
+            dpi = 72.0 * width / rect.width if rect.width else 0.0
+        else:
+            zoom = self.limits.long_edge_px / max(rect.width, rect.height)
+            pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+            rendered = Image.frombuffer(
+                "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+            )
+            image, width, height = _encode_jpeg(rendered), pix.width, pix.height
+            dpi = 72.0 * zoom
+        return PageContent(
+            index=index,
+            width_pt=rect.width,
+            height_pt=rect.height,
+            image=image,
+            media_type=JPEG,
+            pixel_width=width,
+            pixel_height=height,
+            render_dpi=round(dpi, 1),
+            image_sha256=_sha256(image),
+            text=text,
+            words=words,
+            image_passthrough=passthrough is not None,
+        )
+
+    def _embedded_scan(self, page: Any) -> tuple[bytes, int, int] | None:
+        """A scanned page's own JPEG, when it is the whole page and already small enough."""
+        images = page.get_images(full=True)
+        if len(images) != 1:
+            return None
+        xref, width, height = images[0][0], images[0][2], images[0][3]
+        if max(width, height) > self.limits.long_edge_px or page.rotation:
+            return None
+        info = self.doc.extract_image(xref)
+        if not info or info.get("ext") not in ("jpeg", "jpg") or info.get("cs-name") == "DeviceCMYK":
+            return None
+        bbox = page.get_image_bbox(images[0])
+        if bbox.is_empty or bbox.get_area() < 0.9 * page.rect.get_area():
+            return None
+        return info["image"], width, height
+
+    def render(self, index: int, dpi: int) -> Image.Image:
+        pix = self.doc[index].get_pixmap(dpi=dpi, alpha=False)
+        return Image.frombuffer(
+            "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+        ).copy()
+
+
+class ImageDocument(LoadedDocument):
+    def __init__(self, data: bytes, media_type: str, limits: Limits) -> None:
+        self.media_type = media_type
+        self.limits = limits
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(io.BytesIO(data))
+                width, height = image.size
+                if width * height > limits.max_image_pixels:
+                    raise PermanentError(
+                        ErrorCategory.TOO_LARGE,
+                        f"the image is {width}x{height} px; the limit is "
+                        f"{limits.max_image_pixels:,} pixels (PAGEMILL_MAX_IMAGE_PIXELS)",
+                    )
+                frames = [frame.copy() for frame in ImageSequence.Iterator(image)]
+            except PermanentError:
+                raise
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                    Image.DecompressionBombWarning) as exc:
+                raise PermanentError(
+                    ErrorCategory.BAD_INPUT, f"the image cannot be decoded: {_one_line(exc)}"
+                ) from None
+        if len(frames) > limits.max_pages:
+            raise PermanentError(
+                ErrorCategory.TOO_LARGE,
+                f"the image has {len(frames)} pages; the limit is {limits.max_pages}",
+            )
+        self.frames = frames
+        self.page_count = len(frames)
+
+    def page(self, index: int) -> PageContent:
+        frame = self.frames[index].convert("RGB")
+        scale = _fit(*frame.size, self.limits.long_edge_px)
+        if scale < 1.0:
+            frame = frame.resize(
+                (round(frame.width * scale), round(frame.height * scale)), Image.Resampling.LANCZOS
+            )
+        image = _encode_jpeg(frame)
+        dpi = self._dpi(index) * scale
+        return PageContent(
+            index=index,
+            width_pt=self.frames[index].width * 72.0 / self._dpi(index),
+            height_pt=self.frames[index].height * 72.0 / self._dpi(index),
+            image=image,
+            media_type=JPEG,
+            pixel_width=frame.width,
+            pixel_height=frame.height,
+            render_dpi=round(dpi, 1),
+            image_sha256=_sha256(image),
+        )
+
+    def _dpi(self, index: int) -> float:
+        dpi = self.frames[index].info.get("dpi")
+        if isinstance(dpi, tuple) and dpi and float(dpi[0]) > 1:
+            return float(dpi[0])
+        return 200.0  # unknown: a typical scan resolution
+
+    def render(self, index: int, dpi: int) -> Image.Image:
+        # An image has the resolution it has: upsampling adds no detail for OCR.
+        return self.frames[index].convert("RGB")
+
+
+def open_document(data: bytes, limits: Limits) -> LoadedDocument:
+    media_type = sniff(data)
+    if media_type == PDF:
+        return PdfDocument(data, limits)
+    return ImageDocument(data, media_type, limits)
+
+
+@contextmanager
+def opened(data: bytes, limits: Limits) -> Iterator[LoadedDocument]:
+    doc = open_document(data, limits)
+    try:
+        yield doc
+    finally:
+        doc.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

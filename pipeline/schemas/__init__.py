@@ -1,0 +1,50 @@
+"""Schema registry: a schema is a Pydantic model plus a name, a version and instructions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.errors import ErrorCategory, PermanentError
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaSpec:
+    name: str
+    version: str
+    model: type[BaseModel]
+    instructions: str
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+
+_SCHEMAS: dict[str, SchemaSpec] = {}
+
+
+def register_schema(spec: SchemaSpec) -> SchemaSpec:
+    _SCHEMAS[spec.name] = spec
+    return spec
+
+
+def get_schema(name: str) -> SchemaSpec:
+    _load_builtins()
+    try:
+        return _SCHEMAS[name]
+    except KeyError:
+        known = ", ".join(sorted(_SCHEMAS))
+        raise PermanentError(
+            ErrorCategory.CONFIGURATION, f"unknown schema {name!r} (known: {known})"
+        ) from None
+
+
+def schema_names() -> list[str]:
+    _load_builtins()
+    return sorted(_SCHEMAS)
+
+
+def _load_builtins() -> None:
+    # Importing the module registers it; kept lazy so that importing the registry stays cheap.
+    from pipeline.schemas import invoice  # noqa: F401

@@ -1,0 +1,121 @@
+"""Settings: the one place that reads the environment (prefix PAGEMILL_, optional .env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a setting has a bad value; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAGEMILL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Services. Defaults point at services on this machine.
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/pagemill"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    sqs_queue_url: str | None = None
+    sqs_wait_seconds: Annotated[int, Field(ge=0, le=20)] = 10
+
+    # Extraction.
+    provider: str | None = None  # None: anthropic when a key is set, else local.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    # Sonnet 4.5 leaves the SDK's table on 2026-11-30; keep the id here, not in code.
+    anthropic_model: str = "claude-sonnet-4-6"
+    anthropic_max_tokens: Annotated[int, Field(ge=256, le=64000)] = 4096
+    anthropic_timeout_s: Annotated[float, Field(gt=0, le=600)] = 120.0
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "Qwen/Qwen2-VL-7B-Instruct"
+    openai_timeout_s: Annotated[float, Field(gt=0, le=600)] = 120.0
+    schema_name: str = "invoice"
+    price_table: Path | None = None
+    max_pages: Annotated[int, Field(ge=1)] = 200
+    max_file_bytes: Annotated[int, Field(ge=1)] = 100 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 60_000_000
+    pages_per_call: Annotated[int, Field(ge=1, le=100)] = 20
+    image_long_edge_px: Annotated[int, Field(ge=256, le=8000)] = 1568
+    ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
+    max_reasks: Annotated[int, Field(ge=0, le=5)] = 1
+
+    # Workers and retries.
+    task_max_retries: Annotated[int, Field(ge=0, le=50)] = 6
+    retry_base_s: Annotated[float, Field(gt=0)] = 2.0
+    retry_cap_s: Annotated[float, Field(gt=0)] = 120.0
+    task_time_limit_s: Annotated[int, Field(ge=10)] = 900
+    visibility_timeout_s: Annotated[int, Field(ge=60)] = 3600
+    stuck_after_s: Annotated[int, Field(ge=10)] = 1800
+    worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
+
+    # Intake webhook (S3-compatible servers post bucket events here).
+    webhook_host: str = "127.0.0.1"
+    webhook_port: Annotated[int, Field(ge=0, le=65535)] = 8087
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_only(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_tasks(self) -> Settings:
+        # Redis hands an unacked message to another worker after the visibility timeout; if a
+        # task (plus its retry wait) can outlast it, the same document runs twice at once.
+        longest = self.task_time_limit_s + self.retry_cap_s
+        if self.visibility_timeout_s <= longest:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
+                f"task_time_limit_s + retry_cap_s ({longest:g})"
+            )
+        return self
+
+    @property
+    def default_provider(self) -> str:
+        if self.provider:
+            return self.provider
+        return "anthropic" if self.anthropic_api_key else "local"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "PAGEMILL_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+

@@ -1,0 +1,210 @@
+"""Extract one document's pages with a provider: metered calls, validation, bounded re-asks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pipeline.costing import PriceTable
+from pipeline.domain import (
+    CallOutcome,
+    CallRecord,
+    ExtractionRequest,
+    ExtractionResult,
+    PageContent,
+    PageRenderer,
+    ProviderReply,
+    Usage,
+)
+from pipeline.errors import ErrorCategory, PermanentError, PipelineError
+from pipeline.extractors.base import Extractor
+from pipeline.schemas import SchemaSpec
+from pipeline.validation import feedback_for, validate
+
+_MAX_TOKEN_CEILING = 16_000
+
+
+@dataclass(slots=True)
+class Meter:
+    """Every call made for one unit of work, kept even when the work fails."""
+
+    calls: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((c.cost_usd or Decimal(0) for c in self.calls), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractOptions:
+    pages_per_call: int = 20
+    max_reasks: int = 1
+    max_tokens: int | None = None  # None: the extractor's own default
+
+
+def _metered_call(
+    extractor: Extractor,
+    request: ExtractionRequest,
+    prices: PriceTable,
+    meter: Meter,
+    page_indexes: list[int],
+) -> ProviderReply:
+    attempt = len(meter.calls) + 1
+    started = time.perf_counter()
+    try:
+        reply = extractor.call(request)
+    except PipelineError as exc:
+        meter.calls.append(
+            CallRecord(
+                provider=extractor.provider,
+                model=extractor.model,
+                attempt=attempt,
+                outcome=CallOutcome.ERROR,
+                latency_ms=_ms_since(started),
+                usage=Usage(),
+                cost_usd=Decimal(0),
+                request_id=exc.request_id,
+                error_category=exc.category.value,
+                error_message=exc.message,
+                page_indexes=page_indexes,
+            )
+        )
+        raise
+    cost = prices.cost(extractor.provider, extractor.model, reply.usage)
+    meter.calls.append(
+        CallRecord(
+            provider=extractor.provider,
+            model=extractor.model,
+            attempt=attempt,
+            outcome=CallOutcome.TRUNCATED if reply.truncated else CallOutcome.OK,
+            latency_ms=_ms_since(started),
+            usage=reply.usage,
+            cost_usd=cost,
+            request_id=reply.request_id,
+            stop_reason=reply.stop_reason,
+            page_indexes=page_indexes,
+        )
+    )
+    if cost is None:
+        meter.calls[-1].error_message = f"no price for model {extractor.model!r}: cost unknown"
+    return reply
+
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _extract_chunk(
+    extractor: Extractor,
+    schema: SchemaSpec,
+    pages: list[PageContent],
+    renderer: PageRenderer,
+    prices: PriceTable,
+    meter: Meter,
+    options: ExtractOptions,
+) -> dict[str, Any]:
+    """One validated record for these pages, re-asking with the errors when output is invalid."""
+    indexes = [p.index for p in pages]
+    request = ExtractionRequest(
+        schema=schema, pages=pages, renderer=renderer, max_tokens=options.max_tokens
+    )
+    reasks = 0
+    grown = False
+    while True:
+        reply = _metered_call(extractor, request, prices, meter, indexes)
+        if reply.truncated:
+            meter.calls[-1].error_category = ErrorCategory.TRUNCATED_OUTPUT.value
+            meter.calls[-1].error_message = "output hit the token limit; not used"
+            # A cut-off table is never a result: ask once more with room to finish.
+            current = request.max_tokens or 4096
+            if grown or current >= _MAX_TOKEN_CEILING:
+                raise PermanentError(
+                    ErrorCategory.TRUNCATED_OUTPUT,
+                    f"output was cut off at {current} tokens on pages "
+                    f"{_human(indexes)}; split the document or raise the limit",
+                )
+            request.max_tokens = min(current * 2, _MAX_TOKEN_CEILING)
+            grown = True
+            continue
+        checked = validate(schema, reply.data)
+        if checked.ok:
+            return checked.data()
+        problems = ([reply.problem] if reply.problem else []) + checked.errors
+        last = meter.calls[-1]
+        last.outcome = CallOutcome.INVALID_OUTPUT
+        last.error_category = ErrorCategory.INVALID_OUTPUT.value
+        last.error_message = "; ".join(problems)[:2000]
+        if not extractor.can_reask or reasks >= options.max_reasks:
+            raise PermanentError(
+                ErrorCategory.INVALID_OUTPUT,
+                f"output failed validation after {reasks + 1} attempt(s): "
+                + "; ".join(problems[:5]),
+            )
+        reasks += 1
+        request.feedback = feedback_for(problems)
+
+
+def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chunks of one document: header fields from the first chunk that has them, totals from
+    the last, line items in page order."""
+    if len(records) == 1:
+        return records[0]
+    merged: dict[str, Any] = {}
+    trailing = {"subtotal", "tax", "total"}
+    for record in records:
+        for name, value in record.items():
+            if name == "line_items":
+                merged.setdefault(name, []).extend(value or [])
+            elif value is not None and (name in trailing or merged.get(name) is None):
+                merged[name] = value
+            else:
+                merged.setdefault(name, value)
+    return merged
+
+
+def extract_pages(
+    extractor: Extractor,
+    schema: SchemaSpec,
+    pages: Sequence[PageContent],
+    renderer: PageRenderer,
+    prices: PriceTable,
+    meter: Meter,
+    options: ExtractOptions,
+) -> ExtractionResult:
+    """Split → extract → validate for a whole document. Raises PipelineError on failure; the
+    calls made so far stay in `meter` either way."""
+    chunks = [
+        list(pages[i : i + options.pages_per_call])
+        for i in range(0, len(pages), options.pages_per_call)
+    ]
+    records = [
+        _extract_chunk(extractor, schema, chunk, renderer, prices, meter, options)
+        for chunk in chunks
+    ]
+    merged = _merge(records)
+    checked = validate(schema, merged)
+    if not checked.ok:
+        raise PermanentError(
+            ErrorCategory.INVALID_OUTPUT,
+            "merged result failed validation: " + "; ".join(checked.errors[:5]),
+        )
+    return ExtractionResult(
+        schema_name=schema.name,
+        schema_version=schema.version,
+        provider=extractor.provider,
+        model=extractor.model,
+        data=checked.data(),
+        valid=True,
+        errors=[],
+        calls=list(meter.calls),
+    )
+
+
+def _human(indexes: list[int]) -> str:
+    if not indexes:
+        return "-"
+    first, last = indexes[0] + 1, indexes[-1] + 1
+    return str(first) if first == last else f"{first}-{last}"

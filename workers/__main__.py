@@ -1,0 +1,5 @@
+"""`python -m workers` is the `pagemill` command."""
+
+from workers.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""The Celery app: Redis broker, late acks, prefetch 1, no result backend."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.settings import Settings, get_settings
+from workers import queues
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("pagemill", broker=settings.broker_url, include=["workers.tasks.documents"])
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queues.DOCUMENTS,
+        task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=max(settings.task_time_limit_s - 30, 10),
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # A message unacked this long is handed to another worker: it must exceed the
+            # longest task plus the longest retry countdown, or a slow task runs twice at once.
+            "visibility_timeout": settings.visibility_timeout_s,
+            # kombu's pool defaults to 10; late acks need one connection per task in flight.
+            "max_connections": max(20, settings.worker_concurrency * 2 + 10),
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        broker_pool_limit=max(10, settings.worker_concurrency + 5),
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+app = make_app(get_settings())

@@ -1,0 +1,316 @@
+"""The `pagemill` command line: migrate, ingest, worker, extract, results, demo."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import threading
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.errors import PipelineError
+from pipeline.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    help="pagemill: bucket events in, validated invoice rows and per-call cost in Postgres out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        _die(str(exc))
+
+
+def _die(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Third-party clients log request bodies and headers at DEBUG; keep them out of INFO logs.
+    for noisy in ("botocore", "boto3", "urllib3", "httpx", "anthropic", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Create or upgrade the Postgres schema (run before starting workers)."""
+    from pipeline.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:  # noqa: BLE001 — one clear line for any driver/alembic error
+        _die(f"migration failed: {' '.join(str(exc).split())[:300]}")
+    typer.echo(f"database at revision {revision}")
+
+
+@app.command()
+def extract(
+    file: Annotated[Path, typer.Argument(help="A PDF, PNG, JPEG or TIFF file.")],
+    schema: Annotated[str, typer.Option(help="Schema name.")] = "invoice",
+    provider: Annotated[
+        str | None, typer.Option(help="Extractor: local, anthropic, openai_compat.")
+    ] = None,
+) -> None:
+    """Extract one file in-process (no broker, no database) and print the result as JSON."""
+    from pipeline.costing import load_price_table
+    from pipeline.extractors import build_extractor
+    from pipeline.schemas import get_schema
+    from pipeline.usecases.extract_file import extract_bytes, read_input
+
+    settings = _settings()
+    try:
+        spec = get_schema(schema)
+        extractor = build_extractor(settings, provider)
+        data = read_input(file, settings.max_file_bytes)
+        result, meter = extract_bytes(
+            data, extractor, spec, load_price_table(settings.price_table), settings
+        )
+    except PipelineError as exc:
+        _die(f"{file}: {exc}")
+    output = {
+        "file": str(file),
+        "schema": spec.name,
+        "schema_version": spec.version,
+        "provider": result.provider,
+        "model": result.model,
+        "data": result.data,
+        "cost_usd": str(meter.cost_usd),
+        "calls": len(meter.calls),
+        "input_tokens": sum(c.usage.total_input_tokens for c in meter.calls),
+        "output_tokens": sum(c.usage.output_tokens for c in meter.calls),
+    }
+    typer.echo(json.dumps(output, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def results(
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
+        OutputFormat.TABLE
+    ),
+    limit: Annotated[int, typer.Option(min=1, help="Most recent N documents.")] = 50,
+    status: Annotated[str | None, typer.Option(help="Only documents in this status.")] = None,
+    bucket: Annotated[str | None, typer.Option(help="Only documents from this bucket.")] = None,
+) -> None:
+    """List documents with status, extracted fields, error and cost."""
+    from pipeline.db import repository as repo
+    from pipeline.db.session import make_engine, make_session_factory
+
+    settings = _settings()
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = repo.list_results(session, limit=limit, status=status, bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 — one clear line for a connection or schema error
+        _die(f"cannot read results: {' '.join(str(exc).split())[:300]}")
+    finally:
+        engine.dispose()
+    records = [
+        {
+            "document_id": r.document_id,
+            "bucket": r.bucket,
+            "key": r.key,
+            "status": r.status,
+            "data": r.data,
+            "error": (
+                {"category": r.error_category, "message": r.error_message}
+                if r.error_category and r.status == "failed"
+                else None
+            ),
+            "cost_usd": str(r.cost_usd),
+            "calls": r.calls,
+            "unpriced_calls": r.unpriced_calls,
+        }
+        for r in rows
+    ]
+    if output_format is OutputFormat.JSON:
+        typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    elif output_format is OutputFormat.CSV:
+        typer.echo(_csv(records), nl=False)
+    else:
+        _print_table(records)
+
+
+_TABLE_FIELDS = ("invoice_number", "invoice_date", "vendor_name", "total", "currency")
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    data = record["data"] or {}
+    error = record["error"] or {}
+    return {
+        "id": record["document_id"],
+        "key": record["key"],
+        "status": record["status"],
+        **{name: data.get(name) for name in _TABLE_FIELDS},
+        "line_items": len(data.get("line_items") or []),
+        "error": f"{error['category']}: {error['message']}" if error else "",
+        "cost_usd": record["cost_usd"],
+    }
+
+
+def _csv(records: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    flat = [_flat(r) for r in records]
+    columns = list(flat[0]) if flat else ["id", "key", "status"]
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for column in ("id", "key", "status", *_TABLE_FIELDS, "items", "cost $", "error"):
+        table.add_column(column, overflow="fold")
+    total = Decimal(0)
+    for record in records:
+        row = _flat(record)
+        total += Decimal(record["cost_usd"])
+        style = {"done": "green", "failed": "red", "needs_review": "yellow"}.get(row["status"])
+        table.add_row(
+            str(row["id"]),
+            row["key"],
+            f"[{style}]{row['status']}[/]" if style else row["status"],
+            *(str(row[name]) if row[name] is not None else "" for name in _TABLE_FIELDS),
+            str(row["line_items"]),
+            f"{Decimal(row['cost_usd']):.6f}",
+            row["error"],
+        )
+    console = Console(width=max(160, Console().width))
+    console.print(table)
+    console.print(f"{len(records)} document(s), total cost ${total:.6f}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or threads.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker that processes documents."""
+    from workers import queues
+    from workers.app import app as celery_app
+
+    settings = _settings()
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={loglevel}",
+            f"--queues={','.join(queues.CONSUMED)}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def ingest(
+    webhook: Annotated[
+        bool, typer.Option(help="Serve the webhook that S3-compatible servers post events to.")
+    ] = False,
+    queue_url: Annotated[
+        str | None, typer.Option(help="SQS queue with bucket notifications.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Turn bucket events into documents and enqueue them (SQS queue or webhook)."""
+    from pipeline.db.session import make_engine, make_session_factory
+    from pipeline.domain import ObjectRef
+    from pipeline.storage import make_sqs_client
+    from pipeline.usecases.ingest import ingest_object
+    from workers import intake
+    from workers.tasks.documents import process_document
+
+    _logging(verbose)
+    settings = _settings()
+    sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
+
+    def handle(ref: ObjectRef) -> None:
+        ingest_object(
+            sessions,
+            ref,
+            schema_name=settings.schema_name,
+            provider=settings.default_provider,
+            enqueue=lambda document_id: process_document.delay(document_id),
+        )
+
+    stop = threading.Event()
+    if webhook:
+        if settings.webhook_secret is None:
+            _die("set PAGEMILL_WEBHOOK_SECRET: the webhook only accepts signed requests")
+        server = intake.make_webhook_server(
+            settings.webhook_host,
+            settings.webhook_port,
+            settings.webhook_secret.get_secret_value(),
+            handle,
+        )
+        host, port = server.server_address[:2]
+        typer.echo(f"webhook listening on http://{host!s}:{port}/events", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.shutdown()
+        return
+    url = queue_url or settings.sqs_queue_url
+    if not url:
+        _die("no queue: pass --queue-url or set PAGEMILL_SQS_QUEUE_URL (or use --webhook)")
+    try:
+        intake.consume_sqs(
+            make_sqs_client(settings),
+            url,
+            handle,
+            wait_seconds=settings.sqs_wait_seconds,
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Leave the started services running.")] = False,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for results.")] = 300,
+) -> None:
+    """Run the whole pipeline on generated demo documents and print the results table."""
+    from workers.demo import run_demo
+
+    code = run_demo(_settings(), keep=keep, timeout_s=timeout)
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    try:
+        app()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

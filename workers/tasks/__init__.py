@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that decode ids and call one pipeline function."""

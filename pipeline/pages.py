@@ -214,10 +214,11 @@ class ImageDocument(LoadedDocument):
                         f"{limits.max_image_pixels:,} pixels (PAGEMILL_MAX_IMAGE_PIXELS)",
                     )
                 frames = [frame.copy() for frame in ImageSequence.Iterator(image)]
-            except PermanentError:
-                raise
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                    Image.DecompressionBombWarning) as exc:
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise PermanentError(
+                    ErrorCategory.TOO_LARGE, f"the image is too large to decode safely: {exc}"
+                ) from None
+            except (OSError, SyntaxError, ValueError) as exc:
                 raise PermanentError(
                     ErrorCategory.BAD_INPUT, f"the image cannot be decoded: {_one_line(exc)}"
                 ) from None

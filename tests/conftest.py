@@ -1,0 +1,76 @@
+"""Shared fixtures: a dedicated Postgres database and Redis db for the tests, samples on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+# The tests own a database and a Redis db of their own, so that a developer's data survives.
+TEST_DATABASE_URL = os.environ.get(
+    "PAGEMILL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/pagemill_test"
+)
+TEST_BROKER_URL = os.environ.get("PAGEMILL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ["PAGEMILL_DATABASE_URL"] = TEST_DATABASE_URL
+os.environ["PAGEMILL_BROKER_URL"] = TEST_BROKER_URL
+for _name in ("PAGEMILL_PROVIDER", "PAGEMILL_ANTHROPIC_API_KEY", "PAGEMILL_S3_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO.parent / "shared" / "samples"
+
+pytest_plugins = [
+    f"tests.support.{name}"
+    for name in ("s3_fixtures", "fake_model_fixtures")
+    if (REPO / "tests" / "support" / f"{name}.py").exists()  # TEMP until helpers land
+]
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    if not (SAMPLES / "docs").is_dir():
+        pytest.skip("../shared/samples is not beside the repository")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    from pipeline.db.migrate import downgrade, upgrade
+    from pipeline.db.session import make_engine
+    from workers.devstack import ensure_database
+
+    ensure_database(TEST_DATABASE_URL)
+    engine = make_engine(TEST_DATABASE_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    # Down and up again: the migration must be reversible, not only applicable.
+    upgrade(TEST_DATABASE_URL)
+    downgrade(TEST_DATABASE_URL, "base")
+    upgrade(TEST_DATABASE_URL)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    from pipeline.db.session import make_session_factory
+
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE documents, vlm_calls RESTART IDENTITY CASCADE"))
+    yield make_session_factory(engine)
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(TEST_BROKER_URL)
+    client.flushdb()
+    yield TEST_BROKER_URL
+    client.flushdb()
+    client.close()

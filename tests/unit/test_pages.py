@@ -1,0 +1,161 @@
+"""Input handling on real files: sniffing, splitting, sizing, and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pymupdf
+import pytest
+from PIL import Image
+
+from pipeline.errors import ErrorCategory, PermanentError
+from pipeline.pages import JPEG, Limits, open_document, opened, sniff
+from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
+
+
+def _category(data: bytes, limits: Limits | None = None) -> ErrorCategory:
+    with pytest.raises(PermanentError) as info:
+        with opened(data, limits or Limits()) as doc:
+            list(doc.pages())
+    return info.value.category
+
+
+def test_samples_split_into_model_sized_pages(samples_dir: Path) -> None:
+    for path in sorted((samples_dir / "docs").glob("*.pdf")):
+        with opened(path.read_bytes(), Limits()) as doc:
+            assert doc.page_count >= 1
+            page = doc.page(0)
+        assert max(page.pixel_width, page.pixel_height) == 1568
+        assert page.media_type == JPEG and page.image[:3] == b"\xff\xd8\xff"
+        assert page.has_text_layer and page.words, path.name
+        assert 130 < page.render_dpi < 140  # A4 at 1568 px is ~134 dpi
+
+
+def test_multi_page_pdf_yields_every_page() -> None:
+    pdf = render_pdf(make_invoice(7, items=50), rows_per_page=20)
+    with opened(pdf, Limits()) as doc:
+        pages = list(doc.pages())
+    assert [p.index for p in pages] == [0, 1, 2]
+    assert "continued on next page" in pages[0].text
+
+
+def test_scanned_page_passes_its_own_jpeg_through() -> None:
+    scan = scanned_pdf(render_pdf(make_invoice(3)), dpi=130)
+    with opened(scan, Limits()) as doc:
+        page = doc.page(0)
+    assert not page.has_text_layer
+    assert page.image_passthrough
+    assert max(page.pixel_width, page.pixel_height) <= 1568
+
+
+def test_large_scan_is_rendered_down_to_the_long_edge() -> None:
+    scan = scanned_pdf(render_pdf(make_invoice(3)), dpi=200)
+    with opened(scan, Limits()) as doc:
+        page = doc.page(0)
+    assert not page.image_passthrough
+    assert max(page.pixel_width, page.pixel_height) == 1568
+
+
+def test_images_are_pages() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (2480, 3508), "white").save(buf, format="PNG", dpi=(300, 300))
+    with opened(buf.getvalue(), Limits()) as doc:
+        page = doc.page(0)
+        assert doc.page_count == 1
+    assert (page.pixel_width, page.pixel_height) == (1109, 1568)
+    assert round(page.width_pt) == 595
+
+
+def test_multi_frame_tiff_is_one_page_per_frame() -> None:
+    buf = io.BytesIO()
+    frames = [Image.new("L", (300, 400), shade) for shade in (255, 200, 150)]
+    frames[0].save(buf, format="TIFF", save_all=True, append_images=frames[1:])
+    with opened(buf.getvalue(), Limits()) as doc:
+        assert doc.page_count == 3
+
+
+def test_zero_byte_file() -> None:
+    assert _category(b"") is ErrorCategory.BAD_INPUT
+
+
+def test_html_named_pdf() -> None:
+    assert _category(b"<!DOCTYPE html><html><body>invoice</body></html>") is (
+        ErrorCategory.UNSUPPORTED_TYPE
+    )
+
+
+def test_docx_and_zip_are_unsupported() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+    with pytest.raises(PermanentError) as info:
+        sniff(buf.getvalue())
+    assert info.value.category is ErrorCategory.UNSUPPORTED_TYPE
+    assert "ZIP" in info.value.message
+
+
+def test_garbage_after_pdf_header() -> None:
+    assert _category(b"%PDF-1.7\n" + bytes(range(256)) * 8) is ErrorCategory.BAD_INPUT
+
+
+def test_truncated_pdf_is_repaired_and_flagged() -> None:
+    pdf = render_pdf(make_invoice(5))
+    cut = pdf[: int(len(pdf) * 0.9)]
+    with opened(cut, Limits()) as doc:
+        assert doc.repaired
+        page = doc.page(0)
+    assert page.pixel_width > 0
+
+
+def _encrypted(owner: str, user: str) -> bytes:
+    doc = pymupdf.open(stream=render_pdf(make_invoice(6)), filetype="pdf")
+    data: bytes = doc.tobytes(
+        encryption=pymupdf.PDF_ENCRYPT_AES_256,
+        owner_pw=owner,
+        user_pw=user,
+        permissions=pymupdf.PDF_PERM_PRINT,
+    )
+    return data
+
+
+def test_user_password_pdf_is_a_permanent_encrypted_error() -> None:
+    assert _category(_encrypted("owner-secret", "user-secret")) is ErrorCategory.ENCRYPTED
+
+
+def test_owner_password_only_pdf_is_processed() -> None:
+    with opened(_encrypted("owner-secret", ""), Limits()) as doc:
+        page = doc.page(0)
+    assert "INVOICE" in page.text
+
+
+def test_page_limit() -> None:
+    pdf = render_pdf(make_invoice(8, items=60), rows_per_page=10)
+    assert _category(pdf, Limits(max_pages=3)) is ErrorCategory.TOO_LARGE
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")  # 400 Mpx, a few KB on disk
+    assert len(buf.getvalue()) < 200_000
+    assert _category(buf.getvalue()) is ErrorCategory.TOO_LARGE
+
+
+def test_pdf_without_pages() -> None:
+    # PyMuPDF refuses to save an empty document, so write the smallest valid one by hand.
+    body = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+    xref = len(body)
+    pdf = body + (
+        b"xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000052 00000 n \n"
+        b"trailer<</Size 3/Root 1 0 R>>\nstartxref\n" + str(xref).encode() + b"\n%%EOF\n"
+    )
+    assert _category(pdf) is ErrorCategory.BAD_INPUT
+
+
+def test_open_document_rejects_non_pdf_png_named_anything() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buf, format="GIF")
+    with pytest.raises(PermanentError) as info:
+        open_document(buf.getvalue(), Limits())
+    assert "GIF" in info.value.message

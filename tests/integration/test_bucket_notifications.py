@@ -1,0 +1,497 @@
+"""Bucket events end to end against a real S3 + SQS server (moto over HTTP), and the webhook.
+
+Objects with awkward keys are uploaded, S3 puts notifications on SQS, and `consume_sqs` must
+hand over the decoded keys with their ETags, skip the ``s3:TestEvent``, leave failed messages for
+redelivery and delete malformed ones. The webhook server is exercised over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pipeline.domain import ObjectRef
+from pipeline.errors import ErrorCategory, PermanentError, TransientError
+from pipeline.settings import Settings
+from pipeline.storage import (
+    download,
+    ensure_bucket_notifications,
+    head_object,
+    list_objects,
+    looks_like_version_id,
+    make_s3_client,
+    make_sqs_client,
+)
+from tests.support.s3_fixtures import BucketWithQueue
+from tests.support.s3_server import settings_for
+from workers.intake import IntakeStats, consume_sqs, make_webhook_server
+
+pytestmark = pytest.mark.integration
+
+AWKWARD_KEYS = [
+    "in/plain.pdf",
+    "in/space name+plus.pdf",
+    "in/percent 100%25 %.pdf",
+    "in/ünïcødé €.pdf",
+    "in/a&b=c?d#e.pdf",
+    "in/deep/er/path/x.pdf",
+]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def put(bwq: BucketWithQueue, key: str, body: bytes = b"%PDF-1.7 test") -> str:
+    """Upload and return the ETag without quotes."""
+    etag: str = bwq.s3.put_object(Bucket=bwq.bucket, Key=key, Body=body)["ETag"]
+    return etag.strip('"')
+
+
+def run_consumer(
+    bwq: BucketWithQueue,
+    handle: Callable[[ObjectRef], None],
+    until: Callable[[IntakeStats], bool],
+    *,
+    timeout_s: float = 15.0,
+) -> IntakeStats:
+    """Run consume_sqs in a thread until `until(stats)` holds, then stop it."""
+    stop = threading.Event()
+    stats = IntakeStats()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            consume_sqs(bwq.sqs, bwq.queue_url, handle, wait_seconds=1, stop=stop, stats=stats)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not until(stats) and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "consume_sqs did not stop"
+    if errors:
+        raise errors[0]
+    assert until(stats), f"condition not reached before the timeout: {stats}"
+    return stats
+
+
+def queue_depth(bwq: BucketWithQueue) -> int:
+    attrs = bwq.sqs.get_queue_attributes(
+        QueueUrl=bwq.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def receive_event_body(bwq: BucketWithQueue) -> dict[str, Any]:
+    """Pull the next message that has Records (skipping the test event) without deleting it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for message in bwq.sqs.receive_message(
+            QueueUrl=bwq.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
+            body = json.loads(message["Body"])
+            if "Records" in body:
+                return {"body": message["Body"], "receipt": message["ReceiptHandle"]}
+            bwq.sqs.delete_message(QueueUrl=bwq.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    raise AssertionError("no S3 event arrived on the queue")
+
+
+# --- SQS intake --------------------------------------------------------------------------------
+
+
+def test_created_objects_arrive_with_decoded_keys_and_etags(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    expected = {key: put(bwq, key, f"body of {key}".encode()) for key in AWKWARD_KEYS}
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(bwq, seen.append, lambda s: s.refs_handled >= len(AWKWARD_KEYS))
+
+    assert sorted(r.key for r in seen) == sorted(AWKWARD_KEYS)
+    for ref in seen:
+        assert ref.bucket == bwq.bucket
+        assert ref.version == expected[ref.key]
+        assert ref.size == len(f"body of {ref.key}".encode())
+        assert ref.event_name == "ObjectCreated:Put"
+        assert ref.event_time
+    assert stats.ignored == 1  # the s3:TestEvent sent when notifications were configured
+    assert stats.malformed == 0
+    assert stats.failed == 0
+    assert stats.deleted == len(AWKWARD_KEYS) + 1
+    assert queue_depth(bwq) == 0
+
+
+def test_the_initial_test_event_is_skipped(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(bwq, seen.append, lambda s: s.ignored >= 1)
+
+    assert seen == []
+    assert stats.deleted == 1
+    assert queue_depth(bwq) == 0
+
+
+def test_failed_handle_leaves_the_message_and_redelivery_gives_the_same_ref(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    bwq.sqs.set_queue_attributes(QueueUrl=bwq.queue_url, Attributes={"VisibilityTimeout": "1"})
+    etag = put(bwq, "in/retry me.pdf")
+    calls: list[ObjectRef] = []
+
+    def flaky(ref: ObjectRef) -> None:
+        calls.append(ref)
+        if len(calls) == 1:
+            raise TransientError(ErrorCategory.DATABASE_UNAVAILABLE, "database down")
+
+    stats = run_consumer(bwq, flaky, lambda s: s.refs_handled >= 1)
+
+    assert len(calls) == 2
+    assert calls[0] == calls[1]
+    assert calls[0].key == "in/retry me.pdf"
+    assert calls[0].version == etag
+    assert stats.failed == 1
+    assert queue_depth(bwq) == 0
+
+
+def test_duplicate_message_yields_an_equal_ref(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    put(bwq, "in/dup+licate.pdf")
+    original = receive_event_body(bwq)
+    # S3 delivers at least once: the same notification may arrive twice.
+    bwq.sqs.change_message_visibility(
+        QueueUrl=bwq.queue_url, ReceiptHandle=original["receipt"], VisibilityTimeout=0
+    )
+    bwq.sqs.send_message(QueueUrl=bwq.queue_url, MessageBody=original["body"])
+    seen: list[ObjectRef] = []
+
+    run_consumer(bwq, seen.append, lambda s: s.refs_handled >= 2)
+
+    assert len(seen) == 2
+    assert seen[0] == seen[1]
+    assert seen[0].key == "in/dup+licate.pdf"
+    assert queue_depth(bwq) == 0
+
+
+def test_malformed_message_is_deleted_and_counted(
+    bucket_with_queue: BucketWithQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    bwq = bucket_with_queue
+    sent = bwq.sqs.send_message(QueueUrl=bwq.queue_url, MessageBody="this is not an event")
+    seen: list[ObjectRef] = []
+
+    with caplog.at_level("WARNING", logger="workers.intake"):
+        stats = run_consumer(bwq, seen.append, lambda s: s.malformed >= 1 and s.ignored >= 1)
+
+    assert seen == []
+    assert stats.malformed == 1
+    assert queue_depth(bwq) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(sent["MessageId"] in w for w in warnings)
+    assert not any("this is not an event" in w for w in warnings)
+
+
+def test_missing_queue_is_a_configuration_error(s3_settings: Settings) -> None:
+    sqs = make_sqs_client(s3_settings)
+    queue_url = sqs.create_queue(QueueName="pagemill-test-gone")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=queue_url)
+
+    with pytest.raises(PermanentError) as caught:
+        consume_sqs(sqs, queue_url, lambda ref: None, wait_seconds=0, stop=threading.Event())
+    assert caught.value.category is ErrorCategory.CONFIGURATION
+
+
+# --- bucket wiring -----------------------------------------------------------------------------
+
+
+def test_ensure_bucket_notifications_is_idempotent_and_keeps_other_queues(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    again = ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, bwq.queue_url.rsplit("/")[-1])
+    assert again == bwq.queue_url
+    other_url = ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, bwq.bucket + "-audit")
+
+    config = bwq.s3.get_bucket_notification_configuration(Bucket=bwq.bucket)
+    ids = sorted(q["Id"] for q in config["QueueConfigurations"])
+    assert ids == sorted(
+        [f"pagemill-{bwq.queue_url.rsplit('/')[-1]}", f"pagemill-{bwq.bucket}-audit"]
+    )
+    assert all(q["Events"] == ["s3:ObjectCreated:*"] for q in config["QueueConfigurations"])
+
+    policy = json.loads(
+        bwq.sqs.get_queue_attributes(QueueUrl=bwq.queue_url, AttributeNames=["Policy"])[
+            "Attributes"
+        ]["Policy"]
+    )
+    (statement,) = policy["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{bwq.bucket}"
+
+    # Only one test event on our queue: the second call changed nothing.
+    seen: list[ObjectRef] = []
+    stats = run_consumer(bwq, seen.append, lambda s: s.ignored >= 1)
+    time.sleep(0.2)
+    assert stats.ignored == 1
+    assert queue_depth(bwq) == 0
+    bwq.sqs.delete_queue(QueueUrl=other_url)
+
+
+# --- storage helpers ---------------------------------------------------------------------------
+
+
+def test_download_and_head(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    body = b"%PDF-1.7 " + bytes(range(256))
+    etag = put(bwq, "in/ünï €.pdf", body)
+    ref = ObjectRef(bucket=bwq.bucket, key="in/ünï €.pdf", version=etag)
+
+    assert download(bwq.s3, ref, max_bytes=len(body)) == body
+    headed = head_object(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/ünï €.pdf"))
+    assert headed.size == len(body)
+    assert headed.version == etag
+
+
+def test_download_missing_key_is_not_found(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    with pytest.raises(PermanentError) as caught:
+        download(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/nope.pdf"), max_bytes=1000)
+    assert caught.value.category is ErrorCategory.NOT_FOUND
+    assert "in/nope.pdf" in caught.value.message
+
+    with pytest.raises(PermanentError) as caught:
+        head_object(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/nope.pdf"))
+    assert caught.value.category is ErrorCategory.NOT_FOUND
+
+    with pytest.raises(PermanentError) as caught:
+        download(bwq.s3, ObjectRef(bucket=bwq.bucket + "-nope", key="x.pdf"), max_bytes=10)
+    assert caught.value.category is ErrorCategory.NOT_FOUND
+
+
+def test_download_over_max_bytes_is_too_large(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    put(bwq, "in/big.pdf", b"x" * 2048)
+
+    # Size unknown up front: refused on the server's Content-Length.
+    with pytest.raises(PermanentError) as caught:
+        download(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/big.pdf"), max_bytes=2047)
+    assert caught.value.category is ErrorCategory.TOO_LARGE
+
+    # Size known from the event: refused without a request.
+    with pytest.raises(PermanentError) as caught:
+        download(
+            bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/absent.pdf", size=4096), max_bytes=2047
+        )
+    assert caught.value.category is ErrorCategory.TOO_LARGE
+
+    assert len(download(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/big.pdf"), 2048)) == 2048
+
+
+def test_versioned_bucket_downloads_the_version_named(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    bwq.s3.put_bucket_versioning(Bucket=bwq.bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = bwq.s3.put_object(Bucket=bwq.bucket, Key="in/v.pdf", Body=b"first")["VersionId"]
+    bwq.s3.put_object(Bucket=bwq.bucket, Key="in/v.pdf", Body=b"second version")
+    assert looks_like_version_id(first)
+
+    old = ObjectRef(bucket=bwq.bucket, key="in/v.pdf", version=first)
+    assert download(bwq.s3, old, max_bytes=100) == b"first"
+    assert head_object(bwq.s3, old) == ObjectRef(
+        bucket=bwq.bucket, key="in/v.pdf", version=first, size=5
+    )
+    latest = head_object(bwq.s3, ObjectRef(bucket=bwq.bucket, key="in/v.pdf"))
+    assert latest.version not in {"", first}
+    assert latest.size == len(b"second version")
+
+
+def test_list_objects_returns_decoded_keys(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    etags = {key: put(bwq, key) for key in AWKWARD_KEYS}
+    put(bwq, "elsewhere/skip.pdf")
+
+    listed = list(list_objects(bwq.s3, bwq.bucket, prefix="in/"))
+
+    assert {r.key: r.version for r in listed} == etags
+    assert all(r.size == len(b"%PDF-1.7 test") and r.event_time for r in listed)
+
+
+def test_unreachable_server_is_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s3 = make_s3_client(settings_for(f"http://127.0.0.1:{port}"))
+    with pytest.raises(TransientError) as caught:
+        download(s3, ObjectRef(bucket="some-bucket", key="x.pdf"), max_bytes=10)
+    assert caught.value.category is ErrorCategory.STORAGE_UNAVAILABLE
+
+
+# --- webhook -----------------------------------------------------------------------------------
+
+SECRET = "webhook-s3cret-ünï"
+
+
+def minio_post_body(bucket: str, key: str) -> bytes:
+    """A MinIO webhook post as MinIO sends it (keys query-escaped in the record)."""
+    from urllib.parse import quote_plus
+
+    record = {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": "2026-11-26T05:10:49.870Z",
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {
+                "key": quote_plus(key),
+                "size": 12,
+                "eTag": "5d41402abc4b2a76b9719d911017c592",
+                "contentType": "application/pdf",
+                "sequencer": "17F3A1B2C3D4E5F6",
+            },
+        },
+    }
+    return json.dumps(
+        {"EventName": "s3:ObjectCreated:Put", "Key": f"{bucket}/{key}", "Records": [record]}
+    ).encode()
+
+
+class Webhook:
+    def __init__(self, secret: str | None, host: str = "127.0.0.1") -> None:
+        self.seen: list[ObjectRef] = []
+        self.fail = False
+        self.server = make_webhook_server(host, 0, secret, self._handle)
+        self.url = self.server.url
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _handle(self, ref: ObjectRef) -> None:
+        if self.fail:
+            raise RuntimeError("queue unavailable")
+        self.seen.append(ref)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook(SECRET)
+    yield hook
+    hook.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}".encode().decode("latin-1")}
+
+
+def test_webhook_rejects_missing_or_wrong_secret(webhook: Webhook) -> None:
+    body = minio_post_body("pagemill", "in/a b+c.pdf")
+    for headers in (
+        {},
+        bearer("wrong"),
+        bearer(""),
+        bearer(SECRET + "x"),
+        {"Authorization": SECRET.encode().decode("latin-1")},  # no scheme
+        {"Authorization": "Basic " + SECRET.encode().decode("latin-1")},
+    ):
+        status, _ = webhook.request("POST", "/events", body, headers)
+        assert status == 401, headers
+    assert webhook.seen == []
+
+
+def test_webhook_accepts_the_right_secret(webhook: Webhook) -> None:
+    status, reply = webhook.request(
+        "POST", "/events", minio_post_body("pagemill", "in/a b+c%.pdf"), bearer(SECRET)
+    )
+    assert status == 200
+    assert json.loads(reply) == {"accepted": 1}
+    assert webhook.seen == [
+        ObjectRef(
+            bucket="pagemill",
+            key="in/a b+c%.pdf",
+            version="5d41402abc4b2a76b9719d911017c592",
+            size=12,
+            event_name="ObjectCreated:Put",
+            event_time="2026-11-26T05:10:49.870Z",
+        )
+    ]
+
+
+def test_webhook_malformed_body_is_400_and_handler_failure_is_503(webhook: Webhook) -> None:
+    status, _ = webhook.request("POST", "/events", b"{not json", bearer(SECRET))
+    assert status == 400
+    webhook.fail = True
+    status, _ = webhook.request(
+        "POST", "/events", minio_post_body("pagemill", "x.pdf"), bearer(SECRET)
+    )
+    assert status == 503
+    assert webhook.seen == []
+
+
+def test_webhook_health_and_probe(webhook: Webhook) -> None:
+    assert webhook.request("GET", "/healthz")[0] == 200
+    assert webhook.request("GET", "/nope")[0] == 404
+    # MinIO probes the endpoint with HEAD (and its token) before it sends events.
+    assert webhook.request("HEAD", "/events", headers=bearer(SECRET))[0] == 200
+    assert webhook.request("HEAD", "/events")[0] == 401
+    # A test event posted by a server is accepted and names nothing.
+    test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}).encode()
+    status, reply = webhook.request("POST", "/events", test_event, bearer(SECRET))
+    assert (status, json.loads(reply)) == (200, {"accepted": 0})
+
+
+def test_webhook_refuses_to_listen_openly_without_a_secret() -> None:
+    with pytest.raises(PermanentError) as caught:
+        make_webhook_server("0.0.0.0", 0, None, lambda ref: None)
+    assert caught.value.category is ErrorCategory.CONFIGURATION
+    with pytest.raises(PermanentError):
+        make_webhook_server("0.0.0.0", 0, "", lambda ref: None)
+
+
+def test_webhook_on_loopback_without_a_secret_needs_no_token() -> None:
+    hook = Webhook(None)
+    try:
+        status, _ = hook.request("POST", "/events", minio_post_body("pagemill", "a.pdf"))
+        assert status == 200
+        assert [r.key for r in hook.seen] == ["a.pdf"]
+    finally:
+        hook.close()

@@ -1,0 +1,412 @@
+"""Intake: bucket events in, one `handle(ObjectRef)` call per newly created object out.
+
+Two transports, both plain code with the work injected as `handle` (no Celery here):
+
+* `consume_sqs` long-polls an SQS queue that S3 (or moto/LocalStack, or SNS/EventBridge) fills
+  with bucket events. A message is deleted only after `handle` returned for every object it
+  names; a failure leaves it for redelivery after the queue's visibility timeout. A malformed
+  message can never succeed, so it is logged and deleted.
+* `make_webhook_server` serves ``POST /events`` for S3-compatible servers that push events over
+  HTTP (MinIO's webhook target, Ceph's HTTP push endpoint): 200 once handled, 503 when `handle`
+  failed so the sender retries, 400 for a body that is not a bucket event, 401 without the
+  shared secret.
+
+Deliveries are at least once on both paths (SQS redelivers, servers retry, a message can be
+handled and then fail to be deleted), so `handle` must be idempotent for a given ObjectRef; it
+must also be thread-safe for the webhook, which serves requests on several threads.
+
+Logs name message ids, buckets and keys, never object contents or secrets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import SecretStr
+
+from pipeline.domain import ObjectRef
+from pipeline.errors import ErrorCategory, PermanentError
+from pipeline.events import parse_bucket_event
+from pipeline.storage import SQSClient, storage_error
+
+__all__ = [
+    "EVENTS_PATH",
+    "HEALTH_PATH",
+    "Handle",
+    "IntakeStats",
+    "WebhookServer",
+    "consume_sqs",
+    "make_webhook_server",
+]
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[ObjectRef], None]
+
+EVENTS_PATH = "/events"
+HEALTH_PATH = "/healthz"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # S3 event messages are at most 256 KB; MinIO's are small.
+
+_BACKOFF_START_S = 1.0
+_BACKOFF_CAP_S = 30.0
+
+
+@dataclass(slots=True)
+class IntakeStats:
+    """Counters of one `consume_sqs` run (updated in place while it runs)."""
+
+    messages: int = 0  # received
+    refs_handled: int = 0  # handle() calls that returned
+    deleted: int = 0  # messages deleted after success, or as malformed
+    ignored: int = 0  # well-formed messages without created objects (test events, removals)
+    malformed: int = 0  # bodies that are not bucket events (deleted)
+    failed: int = 0  # messages left for redelivery because handle() raised
+    receive_errors: int = 0  # transient ReceiveMessage failures (retried after a pause)
+    delete_errors: int = 0  # DeleteMessage failures (the message will come back)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe_failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_one_line(str(exc))}"
+
+
+# --- SQS ---------------------------------------------------------------------------------------
+
+
+def consume_sqs(
+    sqs: SQSClient,
+    queue_url: str,
+    handle: Handle,
+    *,
+    wait_seconds: int,
+    stop: threading.Event,
+    max_messages: int = 10,
+    stats: IntakeStats | None = None,
+) -> IntakeStats:
+    """Long-poll `queue_url` until `stop` is set, calling `handle` for each created object.
+
+    Returns the counters (also updated in `stats` while running, when given). A batch already
+    received is finished before stopping. Transient SQS errors are retried with a capped pause;
+    a permanent one (queue missing, access denied) raises `PermanentError(CONFIGURATION)`.
+    """
+    stats = stats if stats is not None else IntakeStats()
+    batch = max(1, min(10, max_messages))
+    wait = max(0, min(20, wait_seconds))
+    backoff = _BACKOFF_START_S
+    log.info("consuming bucket events from %s", queue_url)
+    while not stop.is_set():
+        try:
+            response = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch,
+                WaitTimeSeconds=wait,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            error = storage_error(exc, "ReceiveMessage", queue_url)
+            if not error.transient:
+                raise PermanentError(ErrorCategory.CONFIGURATION, error.message) from exc
+            stats.receive_errors += 1
+            log.warning("%s; retrying in %.0f s", error.message, backoff)
+            stop.wait(backoff)
+            backoff = min(_BACKOFF_CAP_S, backoff * 2)
+            continue
+        backoff = _BACKOFF_START_S
+        for message in response.get("Messages", []):
+            stats.messages += 1
+            _process_message(sqs, queue_url, message, handle, stats)
+    log.info(
+        "stopped consuming %s: %d messages, %d objects handled, %d ignored, %d malformed, "
+        "%d failed",
+        queue_url,
+        stats.messages,
+        stats.refs_handled,
+        stats.ignored,
+        stats.malformed,
+        stats.failed,
+    )
+    return stats
+
+
+def _process_message(
+    sqs: SQSClient,
+    queue_url: str,
+    message: dict[str, Any],
+    handle: Handle,
+    stats: IntakeStats,
+) -> None:
+    message_id = str(message.get("MessageId", "?"))
+    receipt = message.get("ReceiptHandle")
+    receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+    try:
+        refs = parse_bucket_event(message.get("Body", ""))
+    except PermanentError as exc:
+        stats.malformed += 1
+        log.warning("deleting malformed message %s: %s", message_id, exc.message)
+        _delete(sqs, queue_url, message_id, receipt, stats)
+        return
+
+    if not refs:
+        stats.ignored += 1
+        log.info("message %s names no created object; deleting", message_id)
+        _delete(sqs, queue_url, message_id, receipt, stats)
+        return
+
+    for ref in refs:
+        try:
+            handle(ref)
+        except Exception as exc:  # noqa: BLE001 -- any failure means "deliver again later"
+            stats.failed += 1
+            log.warning(
+                "message %s (receive %s) left for redelivery: handling s3://%s/%s failed: %s",
+                message_id,
+                receives,
+                ref.bucket,
+                ref.key,
+                _describe_failure(exc),
+            )
+            return
+        stats.refs_handled += 1
+        log.info(
+            "message %s: %s s3://%s/%s version=%s size=%s",
+            message_id,
+            ref.event_name,
+            ref.bucket,
+            ref.key,
+            ref.version or "-",
+            ref.size if ref.size is not None else "-",
+        )
+    _delete(sqs, queue_url, message_id, receipt, stats)
+
+
+def _delete(
+    sqs: SQSClient, queue_url: str, message_id: str, receipt: object, stats: IntakeStats
+) -> None:
+    if not isinstance(receipt, str):
+        log.warning("message %s has no receipt handle; cannot delete it", message_id)
+        stats.delete_errors += 1
+        return
+    try:
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+    except (ClientError, BotoCoreError) as exc:
+        stats.delete_errors += 1
+        error = storage_error(exc, "DeleteMessage", queue_url)
+        log.warning(
+            "message %s not deleted (it will be delivered again): %s", message_id, error.message
+        )
+        return
+    stats.deleted += 1
+
+
+# --- webhook -----------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class WebhookServer(ThreadingHTTPServer):
+    """HTTP server for bucket-event posts; see `make_webhook_server`."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        secret: str | None,
+        handle: Handle,
+        max_body_bytes: int,
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.secret = secret.encode("utf-8") if secret else None
+        self.handle = handle
+        self.max_body_bytes = max_body_bytes
+        super().__init__(address, _WebhookHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = str(host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    server_version = "pagemill-intake"
+    sys_version = ""
+    timeout = 30  # seconds a client may take to send its request
+
+    @property
+    def _server(self) -> WebhookServer:
+        return cast(WebhookServer, self.server)
+
+    # Route http.server's stderr logging to our logger (request lines only, no headers).
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def _authorized(self) -> bool:
+        expected = self._server.secret
+        if expected is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        # http.server decodes header bytes as latin-1; undo that to compare the raw bytes.
+        return hmac.compare_digest(token.strip().encode("latin-1"), expected)
+
+    def _reply(self, status: HTTPStatus, payload: dict[str, Any] | None = None) -> None:
+        body = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Bearer realm="pagemill"')
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            self.send_header("Retry-After", "5")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        # MinIO probes its webhook target with HEAD (with the token) before sending events.
+        path = self._path()
+        if path == HEALTH_PATH:
+            self._reply(HTTPStatus.OK)
+        elif path == EVENTS_PATH:
+            self._reply(HTTPStatus.OK if self._authorized() else HTTPStatus.UNAUTHORIZED)
+        else:
+            self._reply(HTTPStatus.NOT_FOUND)
+
+    def do_GET(self) -> None:
+        if self._path() == HEALTH_PATH:
+            self._reply(HTTPStatus.OK, {"status": "ok"})
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        if self._path() != EVENTS_PATH:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        if not self._authorized():
+            log.info("rejected event post from %s: missing or wrong token", self.client_address[0])
+            self._reply(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized"})
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        try:
+            refs = parse_bucket_event(body)
+        except PermanentError as exc:
+            log.warning("rejected malformed event post: %s", exc.message)
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": exc.message})
+            return
+        for ref in refs:
+            try:
+                self._server.handle(ref)
+            except Exception as exc:  # noqa: BLE001 -- any failure means "send it again"
+                log.warning(
+                    "event post for s3://%s/%s not handled (sender will retry): %s",
+                    ref.bucket,
+                    ref.key,
+                    _describe_failure(exc),
+                )
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "try again later"})
+                return
+            log.info(
+                "webhook: %s s3://%s/%s version=%s size=%s",
+                ref.event_name,
+                ref.bucket,
+                ref.key,
+                ref.version or "-",
+                ref.size if ref.size is not None else "-",
+            )
+        self._reply(HTTPStatus.OK, {"accepted": len(refs)})
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return None
+        if length > self._server.max_body_bytes:
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            return None
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": "body shorter than Content-Length"})
+            return None
+        return body
+
+
+def make_webhook_server(
+    host: str,
+    port: int,
+    secret: str | SecretStr | None,
+    handle: Handle,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> WebhookServer:
+    """A bound, not yet serving, HTTP server for bucket-event posts (call `serve_forever()`).
+
+    ``POST /events`` needs ``Authorization: Bearer <secret>`` whenever a secret is set (MinIO
+    sends its ``auth_token`` that way). Without a secret the server only starts on a loopback
+    address; anywhere else that raises `PermanentError(CONFIGURATION)`. ``GET /healthz`` answers
+    200 without authentication. Port 0 picks a free port (see ``server.server_address``).
+    """
+    token = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    if token and any(ch.isspace() for ch in token):
+        # MinIO sends a token containing whitespace verbatim instead of as "Bearer <token>".
+        raise PermanentError(
+            ErrorCategory.CONFIGURATION, "PAGEMILL_WEBHOOK_SECRET must not contain whitespace"
+        )
+    if not token and not _is_loopback(host):
+        raise PermanentError(
+            ErrorCategory.CONFIGURATION,
+            f"refusing to serve bucket events on {host} without a secret: set "
+            "PAGEMILL_WEBHOOK_SECRET, or listen on 127.0.0.1",
+        )
+    server = WebhookServer(
+        (host, port), secret=token or None, handle=handle, max_body_bytes=max_body_bytes
+    )
+    log.info(
+        "webhook intake listening on %s%s (%s)",
+        server.url,
+        EVENTS_PATH,
+        "token required" if token else "no token: loopback only",
+    )
+    return server

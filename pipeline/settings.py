@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     retry_cap_s: Annotated[float, Field(gt=0)] = 120.0
     task_time_limit_s: Annotated[int, Field(ge=10)] = 900
     visibility_timeout_s: Annotated[int, Field(ge=60)] = 3600
+    # How long a worker holds a document; past it, the sweep gives the work to another worker.
+    lease_s: Annotated[int, Field(ge=5)] = 960
     stuck_after_s: Annotated[int, Field(ge=10)] = 1800
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    reconcile_buckets: list[str] = Field(default_factory=list)
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = 900.0
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
 
     # Intake webhook (S3-compatible servers post bucket events here).
@@ -88,6 +93,11 @@ class Settings(BaseSettings):
     def _visibility_outlasts_tasks(self) -> Settings:
         # Redis hands an unacked message to another worker after the visibility timeout; if a
         # task (plus its retry wait) can outlast it, the same document runs twice at once.
+        if self.lease_s <= self.task_time_limit_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s}) must exceed task_time_limit_s ({self.task_time_limit_s})"
+                ": a running task must never lose its document to another worker"
+            )
         longest = self.task_time_limit_s + self.retry_cap_s
         if self.visibility_timeout_s <= longest:
             raise ValueError(

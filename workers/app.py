@@ -10,7 +10,11 @@ from workers import queues
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("pagemill", broker=settings.broker_url, include=["workers.tasks.documents"])
+    app = Celery(
+        "pagemill",
+        broker=settings.broker_url,
+        include=["workers.tasks.documents", "workers.tasks.maintenance"],
+    )
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -36,6 +40,10 @@ def make_app(settings: Settings) -> Celery:
         },
         broker_pool_limit=max(10, settings.worker_concurrency + 5),
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_schedule={
+            "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
+            "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
+        },
     )
     return app
 

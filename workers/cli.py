@@ -214,6 +214,9 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork or threads.")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    with_beat: Annotated[
+        bool, typer.Option("--beat", help="Also run the periodic sweep (one worker only).")
+    ] = False,
 ) -> None:
     """Run a Celery worker that processes documents."""
     from workers import queues
@@ -229,6 +232,7 @@ def worker(
             f"--queues={','.join(queues.CONSUMED)}",
             "--without-gossip",
             "--without-mingle",
+            *(["--beat", "--schedule=/tmp/pagemill-beat"] if with_beat else []),
         ]
     )
 
@@ -294,6 +298,157 @@ def ingest(
         )
     except KeyboardInterrupt:
         stop.set()
+
+
+def _sessions(settings: Settings) -> Any:
+    from pipeline.db.session import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.database_url, pool_size=1))
+
+
+dlq = typer.Typer(help="Dead letters: documents that failed for good, kept for replay.")
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("list")
+def dlq_list(
+    category: Annotated[str | None, typer.Option(help="Only this error category.")] = None,
+    all_letters: Annotated[
+        bool, typer.Option("--all", help="Include letters already replayed.")
+    ] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
+) -> None:
+    """List dead letters."""
+    from pipeline.usecases.dead_letters import list_letters
+
+    with _sessions(_settings())() as session:
+        letters = list_letters(session, category=category, include_replayed=all_letters)
+    if output_format is OutputFormat.JSON:
+        typer.echo(json.dumps([vars(x) for x in letters], default=str, indent=2))
+        return
+    if not letters:
+        typer.echo("no dead letters")
+        return
+    for x in letters:
+        replayed = f" replayed {x.replay_count}x" if x.replayed_at else ""
+        typer.echo(
+            f"{x.id:>5}  doc {x.document_id:<6} {x.category:<22} {x.bucket}/{x.key}  "
+            f"{x.message}{replayed}"
+        )
+
+
+@dlq.command("show")
+def dlq_show(letter_id: Annotated[int, typer.Argument(help="Dead letter id.")]) -> None:
+    """Show one dead letter with its document, failure history and provider calls."""
+    from pipeline.usecases.dead_letters import show_letter
+
+    with _sessions(_settings())() as session:
+        detail = show_letter(session, letter_id)
+    if detail is None:
+        _die(f"no dead letter {letter_id}")
+    typer.echo(json.dumps(detail, default=str, indent=2, ensure_ascii=False))
+
+
+@dlq.command("replay")
+def dlq_replay(
+    letter_id: Annotated[int | None, typer.Argument(help="Dead letter id.")] = None,
+    all_letters: Annotated[bool, typer.Option("--all", help="Replay every open letter.")] = False,
+    category: Annotated[str | None, typer.Option(help="With --all: only this category.")] = None,
+) -> None:
+    """Send dead-lettered documents back through the pipeline (each letter replays once)."""
+    from pipeline.db.session import transaction
+    from pipeline.usecases.dead_letters import open_letter_ids, replay
+    from workers.tasks.documents import enqueue_document
+
+    if (letter_id is None) == (not all_letters):
+        _die("give a dead letter id or --all")
+    sessions = _sessions(_settings())
+    with sessions() as session:
+        ids = open_letter_ids(session, category) if all_letters else [letter_id]
+    replayed = 0
+    for one in ids:
+        assert one is not None
+        with transaction(sessions) as session:
+            document_id = replay(session, one)
+        if document_id is None:
+            typer.echo(f"dead letter {one}: already replayed or unknown", err=True)
+            continue
+        enqueue_document(document_id)
+        replayed += 1
+        typer.echo(f"dead letter {one}: document {document_id} re-enqueued")
+    typer.echo(f"{replayed} replayed")
+
+
+@dlq.command("purge")
+def dlq_purge(
+    category: Annotated[str | None, typer.Option(help="Only this category.")] = None,
+    replayed_only: Annotated[bool, typer.Option(help="Only letters already replayed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete dead letters (documents stay failed, with their error)."""
+    from pipeline.db.session import transaction
+    from pipeline.usecases.dead_letters import purge
+
+    if not yes:
+        typer.confirm("delete these dead letters?", abort=True)
+    with transaction(_sessions(_settings())) as session:
+        count = purge(session, category=category, replayed_only=replayed_only)
+    typer.echo(f"{count} dead letter(s) deleted")
+
+
+@app.command("sweep")
+def sweep_once(
+    stuck_after: Annotated[
+        int | None, typer.Option(help="Seconds pending before a document counts as stuck.")
+    ] = None,
+) -> None:
+    """Re-enqueue stuck documents once (the beat schedule runs this every minute)."""
+    from datetime import timedelta
+
+    from pipeline.usecases.recovery import sweep
+    from workers.tasks.documents import enqueue_document
+
+    settings = _settings()
+    ids = sweep(
+        _sessions(settings),
+        stuck_after=timedelta(seconds=stuck_after or settings.stuck_after_s),
+        enqueue=enqueue_document,
+    )
+    typer.echo(f"{len(ids)} document(s) re-enqueued")
+
+
+@app.command("reconcile")
+def reconcile_once(
+    bucket: Annotated[str, typer.Argument(help="Bucket to list.")],
+    prefix: Annotated[str, typer.Option(help="Only keys under this prefix.")] = "",
+) -> None:
+    """Ingest objects in BUCKET for which no bucket event ever arrived."""
+    from pipeline.storage import make_s3_client
+    from pipeline.usecases.recovery import reconcile
+    from workers.tasks.documents import enqueue_document
+
+    settings = _settings()
+    try:
+        ids = reconcile(
+            _sessions(settings),
+            make_s3_client(settings),
+            bucket,
+            prefix=prefix,
+            schema_name=settings.schema_name,
+            provider=settings.default_provider,
+            enqueue=enqueue_document,
+        )
+    except PipelineError as exc:
+        _die(str(exc))
+    typer.echo(f"{len(ids)} object(s) without an event ingested")
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> None:
+    """Run the scheduler for the periodic sweep and reconciliation (run exactly one)."""
+    from workers.app import app as celery_app
+
+    celery_app.start(["beat", f"--loglevel={loglevel}", "--schedule=/tmp/pagemill-beat"])
 
 
 @app.command()

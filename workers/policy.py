@@ -1,84 +1,99 @@
-"""The one task decorator: retry policy, dead-lettering and logging for every pipeline task."""
+"""The one task decorator: retry policy, dead-lettering and logging for every document task."""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
-from sqlalchemy.exc import DBAPIError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline.errors import ErrorCategory, PipelineError, TransientError
+from pipeline.domain import DocumentStatus
+from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.retry import RetryPolicy
 from pipeline.settings import get_settings
 from pipeline.usecases.process import give_up
+from workers import queues
 from workers.app import app
 from workers.runtime import collaborators
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+DocumentFn = Callable[[int], DocumentStatus | None]
 
 
-def classify(exc: BaseException) -> PipelineError:
-    """Every exception as our taxonomy: infrastructure hiccups are transient."""
+def classify(exc: Exception) -> PipelineError:
+    """Every exception in our taxonomy: infrastructure that is down now may be up later."""
     if isinstance(exc, PipelineError):
         return exc
-    if isinstance(exc, OperationalError | DBAPIError) and getattr(exc, "connection_invalidated", True):
+    if isinstance(exc, OperationalError | InterfaceError):
         return TransientError(ErrorCategory.DATABASE_UNAVAILABLE, f"database: {_short(exc)}")
     if isinstance(exc, SoftTimeLimitExceeded):
         return TransientError(ErrorCategory.TIMEOUT, "task exceeded its time limit")
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return TransientError(ErrorCategory.PROVIDER_UNAVAILABLE, _short(exc))
-    from pipeline.errors import PermanentError
-
+    if isinstance(exc, ConnectionError | TimeoutError | BrokerError):
+        return TransientError(ErrorCategory.INTERNAL, f"connection: {_short(exc)}")
     return PermanentError(ErrorCategory.INTERNAL, f"{type(exc).__name__}: {_short(exc)}")
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def policy() -> RetryPolicy:
+def retry_policy() -> RetryPolicy:
     settings = get_settings()
     return RetryPolicy(
-        max_retries=settings.task_max_retries, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s
+        max_retries=settings.task_max_retries,
+        base_s=settings.retry_base_s,
+        cap_s=settings.retry_cap_s,
     )
 
 
-def document_task(name: str, queue: str) -> Callable[[F], Any]:
-    """Register `fn(document_id)` as a task that retries transient errors with backoff and
-    jitter, and fails the document into the dead letters when retries run out."""
+def _publish_dead_letter(document_id: int, error: str) -> None:
+    # Postgres holds the dead letter; this copy lets queue-watching tools see it too.
+    app.send_task(
+        "pagemill.dead_letter", args=[document_id, error], queue=queues.DEAD_LETTER
+    )
 
-    def wrap(fn: F) -> Any:
+
+def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
+    """Register `fn(document_id)` as a task: transient errors retry with backoff and jitter
+    (this is the only retry layer for them; the SDKs' own retries are off), and a document
+    whose retries run out fails into the dead letters."""
+
+    def wrap(fn: DocumentFn) -> Any:
         @app.task(name=name, bind=True, queue=queue, acks_late=True, max_retries=None)
         @functools.wraps(fn)
-        def run(self: Task, document_id: int) -> str:
+        def run(self: Task[Any, Any], document_id: int) -> str:
             try:
-                result = fn(document_id)
+                status = fn(document_id)
             except Retry:
                 raise
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    raise  # SystemExit, KeyboardInterrupt: let the worker die; the lease expires
+            except Exception as exc:
                 error = classify(exc)
                 retries = self.request.retries or 0
-                rules = policy()
+                rules = retry_policy()
                 if rules.should_retry(error, retries):
                     hint = error.retry_after_s if isinstance(error, TransientError) else None
                     countdown = rules.delay_s(retries, hint)
                     log.info(
-                        "document %s: %s; retry %d in %.1fs", document_id, error, retries + 1, countdown
+                        "document %s: %s; retry %d in %.1fs",
+                        document_id,
+                        error,
+                        retries + 1,
+                        countdown,
                     )
                     raise self.retry(countdown=countdown, exc=exc) from None
                 log.warning("document %s: giving up after %d retries: %s", document_id, retries, error)
                 give_up(collaborators().sessions, document_id, error)
+                _publish_dead_letter(document_id, str(error))
                 return f"failed: {error.category}"
-            return str(result)
+            if status is DocumentStatus.FAILED:
+                _publish_dead_letter(document_id, "permanent error")
+            return str(status)
 
         return run
 

@@ -55,7 +55,7 @@ def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | 
     worker holds its lease (a duplicate or redelivered message).
     """
     settings = deps.settings
-    lease = timedelta(seconds=settings.task_time_limit_s + 60)
+    lease = timedelta(seconds=settings.lease_s)
     with transaction(deps.sessions) as session:
         doc = repo.claim_document(session, document_id, lease)
         if doc is None:

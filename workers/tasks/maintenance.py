@@ -1,0 +1,42 @@
+"""Periodic tasks: the sweep that re-enqueues stuck work, and bucket reconciliation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pipeline.settings import get_settings
+from pipeline.usecases.recovery import reconcile, sweep
+from workers import queues
+from workers.app import app
+from workers.runtime import collaborators
+from workers.tasks.documents import enqueue_document
+
+
+@app.task(name="pagemill.sweep", queue=queues.MAINTENANCE, ignore_result=True)
+def sweep_stuck() -> int:
+    deps = collaborators()
+    stuck = sweep(
+        deps.sessions,
+        stuck_after=timedelta(seconds=deps.settings.stuck_after_s),
+        enqueue=enqueue_document,
+    )
+    return len(stuck)
+
+
+@app.task(name="pagemill.reconcile", queue=queues.MAINTENANCE, ignore_result=True)
+def reconcile_buckets() -> int:
+    deps = collaborators()
+    settings = get_settings()
+    found = 0
+    for bucket in settings.reconcile_buckets:
+        found += len(
+            reconcile(
+                deps.sessions,
+                deps.s3,
+                bucket,
+                schema_name=settings.schema_name,
+                provider=settings.default_provider,
+                enqueue=enqueue_document,
+            )
+        )
+    return found

@@ -82,8 +82,19 @@ def _one_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters escaped, so an object key cannot forge log lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _where(ref: ObjectRef) -> str:
+    return f"s3://{_printable(ref.bucket)}/{_printable(ref.key)}"
+
+
 def _describe_failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_one_line(str(exc))}"
+    return f"{type(exc).__name__}: {_printable(_one_line(str(exc)))}"
 
 
 # --- SQS ---------------------------------------------------------------------------------------
@@ -158,7 +169,7 @@ def _process_message(
         refs = parse_bucket_event(message.get("Body", ""))
     except PermanentError as exc:
         stats.malformed += 1
-        log.warning("deleting malformed message %s: %s", message_id, exc.message)
+        log.warning("deleting malformed message %s: %s", message_id, _printable(exc.message))
         _delete(sqs, queue_url, message_id, receipt, stats)
         return
 
@@ -174,22 +185,20 @@ def _process_message(
         except Exception as exc:  # noqa: BLE001 -- any failure means "deliver again later"
             stats.failed += 1
             log.warning(
-                "message %s (receive %s) left for redelivery: handling s3://%s/%s failed: %s",
+                "message %s (receive %s) left for redelivery: handling %s failed: %s",
                 message_id,
                 receives,
-                ref.bucket,
-                ref.key,
+                _where(ref),
                 _describe_failure(exc),
             )
             return
         stats.refs_handled += 1
         log.info(
-            "message %s: %s s3://%s/%s version=%s size=%s",
+            "message %s: %s %s version=%s size=%s",
             message_id,
-            ref.event_name,
-            ref.bucket,
-            ref.key,
-            ref.version or "-",
+            _printable(ref.event_name),
+            _where(ref),
+            _printable(ref.version) or "-",
             ref.size if ref.size is not None else "-",
         )
     _delete(sqs, queue_url, message_id, receipt, stats)
@@ -323,7 +332,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         try:
             refs = parse_bucket_event(body)
         except PermanentError as exc:
-            log.warning("rejected malformed event post: %s", exc.message)
+            log.warning("rejected malformed event post: %s", _printable(exc.message))
             self._reply(HTTPStatus.BAD_REQUEST, {"error": exc.message})
             return
         for ref in refs:
@@ -331,19 +340,17 @@ class _WebhookHandler(BaseHTTPRequestHandler):
                 self._server.handle(ref)
             except Exception as exc:  # noqa: BLE001 -- any failure means "send it again"
                 log.warning(
-                    "event post for s3://%s/%s not handled (sender will retry): %s",
-                    ref.bucket,
-                    ref.key,
+                    "event post for %s not handled (sender will retry): %s",
+                    _where(ref),
                     _describe_failure(exc),
                 )
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "try again later"})
                 return
             log.info(
-                "webhook: %s s3://%s/%s version=%s size=%s",
-                ref.event_name,
-                ref.bucket,
-                ref.key,
-                ref.version or "-",
+                "webhook: %s %s version=%s size=%s",
+                _printable(ref.event_name),
+                _where(ref),
+                _printable(ref.version) or "-",
                 ref.size if ref.size is not None else "-",
             )
         self._reply(HTTPStatus.OK, {"accepted": len(refs)})

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from pipeline.domain import ObjectRef
 from pipeline.errors import ErrorCategory, PermanentError, TransientError
@@ -70,7 +71,7 @@ def run_consumer(
     def target() -> None:
         try:
             consume_sqs(bwq.sqs, bwq.queue_url, handle, wait_seconds=1, stop=stop, stats=stats)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 -- re-raised in the test's thread below
             errors.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)
@@ -208,6 +209,35 @@ def test_malformed_message_is_deleted_and_counted(
     assert not any("this is not an event" in w for w in warnings)
 
 
+class FlakySQS:
+    """The real SQS client, except that the first ReceiveMessage cannot connect."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.failed = False
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        return self._sqs.receive_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_transient_receive_error_is_retried(bucket_with_queue: BucketWithQueue) -> None:
+    bwq = bucket_with_queue
+    put(bwq, "in/after outage.pdf")
+    flaky = BucketWithQueue(bwq.s3, FlakySQS(bwq.sqs), bwq.bucket, bwq.queue_url)
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(flaky, seen.append, lambda s: s.refs_handled >= 1)
+
+    assert stats.receive_errors == 1
+    assert [r.key for r in seen] == ["in/after outage.pdf"]
+
+
 def test_missing_queue_is_a_configuration_error(s3_settings: Settings) -> None:
     sqs = make_sqs_client(s3_settings)
     queue_url = sqs.create_queue(QueueName="pagemill-test-gone")["QueueUrl"]
@@ -225,16 +255,13 @@ def test_ensure_bucket_notifications_is_idempotent_and_keeps_other_queues(
     bucket_with_queue: BucketWithQueue,
 ) -> None:
     bwq = bucket_with_queue
-    again = ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, bwq.queue_url.rsplit("/")[-1])
-    assert again == bwq.queue_url
-    other_url = ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, bwq.bucket + "-audit")
+    queue_name = bwq.queue_url.rsplit("/")[-1]
+    assert ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, queue_name) == bwq.queue_url
 
-    config = bwq.s3.get_bucket_notification_configuration(Bucket=bwq.bucket)
-    ids = sorted(q["Id"] for q in config["QueueConfigurations"])
-    assert ids == sorted(
-        [f"pagemill-{bwq.queue_url.rsplit('/')[-1]}", f"pagemill-{bwq.bucket}-audit"]
-    )
-    assert all(q["Events"] == ["s3:ObjectCreated:*"] for q in config["QueueConfigurations"])
+    # Only one test event on the queue: the second call left the bucket alone.
+    stats = run_consumer(bwq, lambda ref: None, lambda s: s.ignored >= 1)
+    assert stats.ignored == 1
+    assert queue_depth(bwq) == 0
 
     policy = json.loads(
         bwq.sqs.get_queue_attributes(QueueUrl=bwq.queue_url, AttributeNames=["Policy"])[
@@ -246,13 +273,15 @@ def test_ensure_bucket_notifications_is_idempotent_and_keeps_other_queues(
     assert statement["Action"] == "sqs:SendMessage"
     assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{bwq.bucket}"
 
-    # Only one test event on our queue: the second call changed nothing.
-    seen: list[ObjectRef] = []
-    stats = run_consumer(bwq, seen.append, lambda s: s.ignored >= 1)
-    time.sleep(0.2)
-    assert stats.ignored == 1
-    assert queue_depth(bwq) == 0
-    bwq.sqs.delete_queue(QueueUrl=other_url)
+    # A second destination is added next to the first, not instead of it.
+    other_url = ensure_bucket_notifications(bwq.s3, bwq.sqs, bwq.bucket, queue_name + "-audit")
+    try:
+        config = bwq.s3.get_bucket_notification_configuration(Bucket=bwq.bucket)
+        ids = sorted(q["Id"] for q in config["QueueConfigurations"])
+        assert ids == [f"pagemill-{queue_name}", f"pagemill-{queue_name}-audit"]
+        assert all(q["Events"] == ["s3:ObjectCreated:*"] for q in config["QueueConfigurations"])
+    finally:
+        bwq.sqs.delete_queue(QueueUrl=other_url)
 
 
 # --- storage helpers ---------------------------------------------------------------------------
@@ -423,7 +452,10 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}".encode().decode("latin-1")}
 
 
-def test_webhook_rejects_missing_or_wrong_secret(webhook: Webhook) -> None:
+def test_webhook_rejects_missing_or_wrong_secret(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="workers.intake")
     body = minio_post_body("pagemill", "in/a b+c.pdf")
     for headers in (
         {},
@@ -436,6 +468,9 @@ def test_webhook_rejects_missing_or_wrong_secret(webhook: Webhook) -> None:
         status, _ = webhook.request("POST", "/events", body, headers)
         assert status == 401, headers
     assert webhook.seen == []
+    assert webhook.request("POST", "/events", body, bearer(SECRET))[0] == 200
+    assert caplog.records
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
 
 
 def test_webhook_accepts_the_right_secret(webhook: Webhook) -> None:
@@ -454,6 +489,22 @@ def test_webhook_accepts_the_right_secret(webhook: Webhook) -> None:
             event_time="2026-11-26T05:10:49.870Z",
         )
     ]
+
+
+def test_control_characters_in_keys_are_kept_but_not_logged_raw(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (moto's S3 cannot store a key with a newline, so this goes through the webhook.)
+    key = "in/evil\nINFO forged line\x1b[31m.pdf"
+    with caplog.at_level("INFO", logger="workers.intake"):
+        status, _ = webhook.request(
+            "POST", "/events", minio_post_body("pagemill", key), bearer(SECRET)
+        )
+    assert status == 200
+    assert [r.key for r in webhook.seen] == [key]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("forged line" in m for m in messages)
+    assert not any("\n" in m or "\x1b" in m for m in messages)
 
 
 def test_webhook_malformed_body_is_400_and_handler_failure_is_503(webhook: Webhook) -> None:

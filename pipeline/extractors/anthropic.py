@@ -1,0 +1,448 @@
+"""Anthropic Messages API extractor: page images (+ text layer) in, forced tool use out.
+
+One `call()` is exactly one HTTP request: the SDK's own retries are off (`max_retries=0`) so the
+caller's retry policy is the only one, and every SDK failure is mapped onto our taxonomy
+(`TransientError` / `PermanentError`, with the provider's request id and retry-after hint).
+
+The SDK is imported lazily (it takes seconds to import) and the client is built on first use,
+once per extractor instance.
+
+The small provider-neutral helpers here (`retry_after_seconds`, `status_error`, `redact`,
+`instruction_text`, `tool_name`) are reused by `openai_compat`.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pipeline.domain import ExtractionRequest, PageContent, ProviderReply, Usage
+from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
+from pipeline.extractors import register
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import (
+        ImageBlockParam,
+        Message,
+        MessageParam,
+        TextBlockParam,
+        ToolChoiceToolParam,
+        ToolParam,
+    )
+
+    from pipeline.schemas import SchemaSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "anthropic"
+
+ImageMediaType = Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+_MEDIA_TYPES: dict[str, ImageMediaType] = {
+    "image/jpeg": "image/jpeg",
+    "image/jpg": "image/jpeg",
+    "image/png": "image/png",
+    "image/gif": "image/gif",
+    "image/webp": "image/webp",
+}
+
+# 429s that no amount of waiting within a task's retries fixes (monthly / contract spend caps).
+_SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+
+# stop_reason values that mean "no usable answer" (max_tokens is handled as truncation).
+_UNUSABLE_STOPS = {
+    "refusal": "the model refused to answer",
+    "pause_turn": "the model paused its turn (pause_turn) without answering",
+    "model_context_window_exceeded": "the request exceeded the model's context window",
+}
+
+_MAX_MESSAGE_CHARS = 500
+
+SYSTEM_PREAMBLE = (
+    "You read business documents for an automated data-extraction pipeline. You receive the "
+    "document's page images in order and, for pages that have one, the page's embedded text "
+    "layer. Record the data by calling the {tool} tool exactly once; its input schema is the "
+    "output format. Where a text layer is given, prefer it for exact characters (numbers, "
+    "names, codes) and use the image for layout and for anything the text layer lacks."
+)
+
+
+# --- provider-neutral helpers (also used by openai_compat) ---------------------------------------
+
+
+def tool_name(schema: SchemaSpec) -> str:
+    """`record_<schema name>`, restricted to the characters tool names allow."""
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "_", schema.name)
+    return f"record_{safe}"[:64]
+
+
+def instruction_text(schema: SchemaSpec, page_count: int, action: str, feedback: str | None) -> str:
+    """The closing user instruction, plus the validation errors of the previous answer if any."""
+    pages = "page" if page_count == 1 else f"{page_count} pages"
+    text = f"Extract the {schema.name} data from the {pages} above and {action}."
+    if feedback:
+        text += (
+            f"\n\nYour previous answer failed validation: {feedback.strip()}\n"
+            "Correct these problems; keep every value that was right."
+        )
+    return text
+
+
+def page_text_label(page: PageContent) -> str:
+    return f"Text layer of page {page.index + 1}:\n{page.text.strip()}"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every secret (API keys) in `text`, and keep the text short and on one line."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return text
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The server's wait hint: `retry-after-ms`, else `retry-after` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value):
+                return max(0.0, value)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        return max(0.0, float(email.utils.mktime_tz(parsed)) - time.time())
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+def status_error(
+    provider: str,
+    status: int,
+    headers: Mapping[str, str] | None,
+    *,
+    detail: str,
+    request_id: str | None,
+    error_type: str | None = None,
+    error_code: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> PipelineError:
+    """Map an HTTP error status (plus `x-should-retry` and retry hints) onto our taxonomy."""
+    transient: bool
+    if status == 429:
+        if error_code in _SPEND_LIMIT_CODES:
+            category, transient = ErrorCategory.PROVIDER_REJECTED, False
+        else:
+            category, transient = ErrorCategory.PROVIDER_RATE_LIMITED, True
+    elif status in (408, 409, 499) or status >= 500:
+        category, transient = ErrorCategory.PROVIDER_UNAVAILABLE, True
+    elif status in (401, 402, 403):
+        category, transient = ErrorCategory.PROVIDER_AUTH, False
+    else:  # 400, 404, 413, 422 and anything else the server says is the request's fault
+        category, transient = ErrorCategory.PROVIDER_REJECTED, False
+
+    should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
+    if should_retry.strip().lower() == "false":
+        transient = False
+    elif should_retry.strip().lower() == "true":
+        transient = True
+
+    kind = " ".join(part for part in (error_type, error_code) if part)
+    message = redact(f"{provider} HTTP {status}{' ' + kind if kind else ''}: {detail}", secrets)
+    if transient:
+        return TransientError(
+            category, message, retry_after_s=retry_after_seconds(headers), request_id=request_id
+        )
+    return PermanentError(category, message, request_id=request_id)
+
+
+def connection_error(
+    provider: str,
+    exc: BaseException,
+    *,
+    timed_out: bool,
+    timeout_s: float,
+    secrets: Iterable[str | None] = (),
+) -> TransientError:
+    if timed_out:
+        return TransientError(
+            ErrorCategory.TIMEOUT,
+            redact(f"{provider}: no response within {timeout_s:g} s", secrets),
+            request_id=None,
+        )
+    cause = exc.__cause__ or exc.__context__
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return TransientError(
+        ErrorCategory.PROVIDER_UNAVAILABLE,
+        redact(f"{provider}: connection failed ({reason})", secrets),
+        request_id=None,
+    )
+
+
+# --- the extractor -----------------------------------------------------------------------------
+
+
+class AnthropicExtractor:
+    """Extractor over the Anthropic Messages API (structured output by forced tool use)."""
+
+    provider = PROVIDER
+    can_reask = True
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+        if not key.strip():
+            raise PermanentError(
+                ErrorCategory.CONFIGURATION,
+                "the anthropic provider needs an API key: set PAGEMILL_ANTHROPIC_API_KEY",
+            )
+        self.model = settings.anthropic_model
+        self._api_key = key.strip()
+        self._base_url = settings.anthropic_base_url or None
+        self._timeout_s = settings.anthropic_timeout_s
+        self._default_max_tokens = settings.anthropic_max_tokens
+        self._client: anthropic.Anthropic | None = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"AnthropicExtractor(model={self.model!r}, base_url={self._base_url!r})"
+
+    def _get_client(self) -> anthropic.Anthropic:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    import anthropic
+
+                    client = anthropic.Anthropic(
+                        api_key=self._api_key,
+                        base_url=self._base_url,
+                        max_retries=0,  # one retry policy: the caller's
+                        timeout=self._timeout_s,
+                    )
+                    self._client = client
+        return client
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- request ------------------------------------------------------------------------------
+
+    def build_params(self, request: ExtractionRequest) -> dict[str, Any]:
+        """The keyword arguments of `messages.create` for this request (no I/O)."""
+        if not request.pages:
+            raise PermanentError(ErrorCategory.BAD_INPUT, "extraction request without pages")
+        schema = request.schema
+        name = tool_name(schema)
+        system: list[TextBlockParam] = [
+            {
+                "type": "text",
+                "text": SYSTEM_PREAMBLE.format(tool=name) + "\n\n" + schema.instructions.strip(),
+                "cache_control": {"type": "ephemeral"},
+            }
+        ]
+        tool: ToolParam = {
+            "name": name,
+            "description": (
+                f"Record the data extracted from the document, following the {schema.name} "
+                f"schema (version {schema.version}). Use null for values not in the document."
+            ),
+            "input_schema": schema.json_schema(),
+            "cache_control": {"type": "ephemeral"},
+        }
+        tool_choice: ToolChoiceToolParam = {"type": "tool", "name": name}
+        content: list[ImageBlockParam | TextBlockParam] = []
+        for page in request.pages:
+            content.append(_image_block(page))
+            if page.has_text_layer:
+                content.append({"type": "text", "text": page_text_label(page)})
+        action = f"record it with the {name} tool"
+        content.append(
+            {
+                "type": "text",
+                "text": instruction_text(schema, len(request.pages), action, request.feedback),
+            }
+        )
+        messages: list[MessageParam] = [{"role": "user", "content": content}]
+        return {
+            "model": self.model,
+            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "system": system,
+            "messages": messages,
+            "tools": [tool],
+            "tool_choice": tool_choice,
+        }
+
+    def call(self, request: ExtractionRequest) -> ProviderReply:
+        params = self.build_params(request)
+        client = self._get_client()
+        try:
+            message = client.messages.create(**params)
+        except json.JSONDecodeError:
+            # A 2xx whose body is not JSON (a proxy's error page): the call completed, unusably.
+            return ProviderReply(
+                data=None, usage=Usage(), problem="malformed response: body is not valid JSON"
+            )
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return parse_message(message, tool_name(request.schema), params["max_tokens"])
+
+    def _map_error(self, exc: Exception) -> PipelineError | None:
+        import anthropic
+
+        secrets = (self._api_key,)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return connection_error(
+                PROVIDER, exc, timed_out=True, timeout_s=self._timeout_s, secrets=secrets
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            return connection_error(
+                PROVIDER, exc, timed_out=False, timeout_s=self._timeout_s, secrets=secrets
+            )
+        if isinstance(exc, anthropic.APIStatusError):
+            headers = exc.response.headers
+            detail = getattr(exc, "api_message", None) or exc.message
+            error_type = getattr(exc, "type", None)
+            error_code = getattr(exc, "error_code", None)
+            return status_error(
+                PROVIDER,
+                exc.status_code,
+                headers,
+                detail=str(detail),
+                request_id=exc.request_id or headers.get("request-id"),
+                error_type=error_type if isinstance(error_type, str) else None,
+                error_code=error_code if isinstance(error_code, str) else None,
+                secrets=secrets,
+            )
+        if isinstance(exc, anthropic.AnthropicError):
+            return PermanentError(
+                ErrorCategory.INTERNAL,
+                redact(f"{PROVIDER}: {type(exc).__name__}: {exc}", secrets),
+            )
+        return None  # not the SDK's: a bug of ours, let it propagate as is
+
+
+def _image_block(page: PageContent) -> ImageBlockParam:
+    media_type = _MEDIA_TYPES.get(page.media_type.lower())
+    if media_type is None:
+        raise PermanentError(
+            ErrorCategory.UNSUPPORTED_TYPE,
+            f"page {page.index + 1}: image type {page.media_type!r} is not accepted by the "
+            f"Messages API (use JPEG, PNG, GIF or WebP)",
+        )
+    return {
+        "type": "image",
+        "source": {
+            "type": "base64",
+            "media_type": media_type,
+            "data": base64.b64encode(page.image).decode("ascii"),
+        },
+    }
+
+
+def _usage(raw: object) -> Usage | None:
+    """Our Usage from the SDK's, or None when it is missing or not numbers."""
+    if raw is None:
+        return None
+    input_tokens = _count(getattr(raw, "input_tokens", None))
+    output_tokens = _count(getattr(raw, "output_tokens", None))
+    if input_tokens is None or output_tokens is None:
+        return None
+    tier = getattr(raw, "service_tier", None)
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_creation_input_tokens=_count(getattr(raw, "cache_creation_input_tokens", None)) or 0,
+        cache_read_input_tokens=_count(getattr(raw, "cache_read_input_tokens", None)) or 0,
+        service_tier=tier if isinstance(tier, str) else None,
+    )
+
+
+def _count(value: object) -> int | None:
+    """A token count, or None unless it is a non-negative int."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def parse_message(message: Message, expected_tool: str, max_tokens: int) -> ProviderReply:
+    """Validate a Messages API reply ourselves: the SDK accepts malformed ones silently."""
+    request_id = getattr(message, "_request_id", None)
+    stop_reason = getattr(message, "stop_reason", None)
+    stop = stop_reason if isinstance(stop_reason, str) else None
+    usage = _usage(getattr(message, "usage", None))
+    content = getattr(message, "content", None)
+
+    data: dict[str, Any] | None = None
+    truncated = False
+    problem: str | None = None
+    if stop == "max_tokens":
+        truncated = True
+        problem = f"output truncated at max_tokens={max_tokens}"
+    elif stop in _UNUSABLE_STOPS:
+        problem = _UNUSABLE_STOPS[stop]
+    elif not isinstance(content, list):
+        problem = "malformed response: no content list"
+    else:
+        tool_uses = [b for b in content if getattr(b, "type", None) == "tool_use"]
+        chosen = next((b for b in tool_uses if getattr(b, "name", None) == expected_tool), None)
+        if chosen is None and tool_uses:
+            chosen = tool_uses[0]
+            log.warning(
+                "reply used tool %r, expected %r", getattr(chosen, "name", None), expected_tool
+            )
+        if chosen is None:
+            problem = f"no tool_use block in the reply (stop_reason={stop})"
+        else:
+            tool_input = getattr(chosen, "input", None)
+            if isinstance(tool_input, dict):
+                data = tool_input
+            elif tool_input is None:
+                problem = "malformed response: tool_use block without input"
+            else:
+                problem = f"tool_use input is a {type(tool_input).__name__}, not an object"
+
+    if usage is None:
+        data = None
+        problem = "malformed response: no usage" + (f"; {problem}" if problem else "")
+    return ProviderReply(
+        data=data,
+        usage=usage or Usage(),
+        request_id=request_id if isinstance(request_id, str) else None,
+        stop_reason=stop,
+        truncated=truncated,
+        problem=problem,
+    )
+
+
+@register(PROVIDER)
+def build(settings: Settings) -> AnthropicExtractor:
+    return AnthropicExtractor(settings)

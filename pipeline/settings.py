@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
     max_reasks: Annotated[int, Field(ge=0, le=5)] = 1
 
+    # Global rate limits shared by every worker through Redis, e.g.
+    # "anthropic:claude-sonnet-4-6=rpm:50,itpm:30000,otpm:8000,inflight:8;openai_compat:*=inflight:64"
+    rate_limits: str = ""
+    rate_limit_redis_url: str | None = None  # default: the broker's Redis
+    rate_limit_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
+    rate_limit_lease_s: Annotated[float, Field(gt=0)] = 600.0
+
     # Workers and retries.
     task_max_retries: Annotated[int, Field(ge=0, le=50)] = 6
     retry_base_s: Annotated[float, Field(gt=0)] = 2.0
@@ -80,6 +87,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _parse_rate_limits(cls, value: str) -> str:
+        from pipeline.ratelimit import parse_limits
+
+        parse_limits(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("broker_url")

@@ -28,7 +28,7 @@ def register(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
 def _discover() -> None:
     # Adding a provider is adding a module to this package; nothing else names it.
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name not in ("base", "common"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 

@@ -7,26 +7,28 @@ caller's retry policy is the only one, and every SDK failure is mapped onto our 
 The SDK is imported lazily (it takes seconds to import) and the client is built on first use,
 once per extractor instance.
 
-The small provider-neutral helpers here (`retry_after_seconds`, `status_error`, `redact`,
-`instruction_text`, `tool_name`) are reused by `openai_compat`.
+Provider-neutral helpers (retry hints, status mapping, redaction) live in `common`.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import logging
-import math
 import re
 import threading
-import time
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.domain import ExtractionRequest, PageContent, ProviderReply, Usage
-from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
+from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
+from pipeline.extractors.common import (
+    connection_error,
+    instruction_text,
+    page_text_label,
+    redact,
+    status_error,
+)
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,17 +57,12 @@ _MEDIA_TYPES: dict[str, ImageMediaType] = {
     "image/webp": "image/webp",
 }
 
-# 429s that no amount of waiting within a task's retries fixes (monthly / contract spend caps).
-_SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
-
 # stop_reason values that mean "no usable answer" (max_tokens is handled as truncation).
 _UNUSABLE_STOPS = {
     "refusal": "the model refused to answer",
     "pause_turn": "the model paused its turn (pause_turn) without answering",
     "model_context_window_exceeded": "the request exceeded the model's context window",
 }
-
-_MAX_MESSAGE_CHARS = 500
 
 SYSTEM_PREAMBLE = (
     "You read business documents for an automated data-extraction pipeline. You receive the "
@@ -76,129 +73,11 @@ SYSTEM_PREAMBLE = (
 )
 
 
-# --- provider-neutral helpers (also used by openai_compat) ---------------------------------------
-
-
 def tool_name(schema: SchemaSpec) -> str:
     """`record_<schema name>`, restricted to the characters tool names allow."""
     safe = re.sub(r"[^a-zA-Z0-9_-]", "_", schema.name)
     return f"record_{safe}"[:64]
 
-
-def instruction_text(schema: SchemaSpec, page_count: int, action: str, feedback: str | None) -> str:
-    """The closing user instruction, plus the validation errors of the previous answer if any."""
-    pages = "page" if page_count == 1 else f"{page_count} pages"
-    text = f"Extract the {schema.name} data from the {pages} above and {action}."
-    if feedback:
-        text += (
-            f"\n\nYour previous answer failed validation: {feedback.strip()}\n"
-            "Correct these problems; keep every value that was right."
-        )
-    return text
-
-
-def page_text_label(page: PageContent) -> str:
-    return f"Text layer of page {page.index + 1}:\n{page.text.strip()}"
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every secret (API keys) in `text`, and keep the text short and on one line."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
-    if len(text) > _MAX_MESSAGE_CHARS:
-        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
-    return text
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """The server's wait hint: `retry-after-ms`, else `retry-after` (seconds or HTTP date)."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000.0
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value):
-                return max(0.0, value)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        return max(0.0, float(email.utils.mktime_tz(parsed)) - time.time())
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def status_error(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str] | None,
-    *,
-    detail: str,
-    request_id: str | None,
-    error_type: str | None = None,
-    error_code: str | None = None,
-    secrets: Iterable[str | None] = (),
-) -> PipelineError:
-    """Map an HTTP error status (plus `x-should-retry` and retry hints) onto our taxonomy."""
-    transient: bool
-    if status == 429:
-        if error_code in _SPEND_LIMIT_CODES:
-            category, transient = ErrorCategory.PROVIDER_REJECTED, False
-        else:
-            category, transient = ErrorCategory.PROVIDER_RATE_LIMITED, True
-    elif status in (408, 409, 499) or status >= 500:
-        category, transient = ErrorCategory.PROVIDER_UNAVAILABLE, True
-    elif status in (401, 402, 403):
-        category, transient = ErrorCategory.PROVIDER_AUTH, False
-    else:  # 400, 404, 413, 422 and anything else the server says is the request's fault
-        category, transient = ErrorCategory.PROVIDER_REJECTED, False
-
-    should_retry = (headers.get("x-should-retry") if headers is not None else None) or ""
-    if should_retry.strip().lower() == "false":
-        transient = False
-    elif should_retry.strip().lower() == "true":
-        transient = True
-
-    kind = " ".join(part for part in (error_type, error_code) if part)
-    message = redact(f"{provider} HTTP {status}{' ' + kind if kind else ''}: {detail}", secrets)
-    if transient:
-        return TransientError(
-            category, message, retry_after_s=retry_after_seconds(headers), request_id=request_id
-        )
-    return PermanentError(category, message, request_id=request_id)
-
-
-def connection_error(
-    provider: str,
-    exc: BaseException,
-    *,
-    timed_out: bool,
-    timeout_s: float,
-    secrets: Iterable[str | None] = (),
-) -> TransientError:
-    if timed_out:
-        return TransientError(
-            ErrorCategory.TIMEOUT,
-            redact(f"{provider}: no response within {timeout_s:g} s", secrets),
-            request_id=None,
-        )
-    cause = exc.__cause__ or exc.__context__
-    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-    return TransientError(
-        ErrorCategory.PROVIDER_UNAVAILABLE,
-        redact(f"{provider}: connection failed ({reason})", secrets),
-        request_id=None,
-    )
 
 
 # --- the extractor -----------------------------------------------------------------------------

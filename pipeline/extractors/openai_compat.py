@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.domain import ExtractionRequest, PageContent, ProviderReply, Usage
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
-from pipeline.extractors.anthropic import (
+from pipeline.extractors.common import (
     connection_error,
     instruction_text,
     page_text_label,

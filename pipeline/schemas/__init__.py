@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.checks import Rule
 from pipeline.errors import ErrorCategory, PermanentError
 
 
@@ -16,6 +18,7 @@ class SchemaSpec:
     version: str
     model: type[BaseModel]
     instructions: str
+    rules: Sequence[Rule] = field(default_factory=tuple)  # business rules beyond the types
 
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()

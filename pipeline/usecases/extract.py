@@ -21,6 +21,7 @@ from pipeline.domain import (
 )
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors.base import Extractor
+from pipeline.ratelimit import NoRateLimiter, RateLimiter, estimate_input_tokens, limited
 from pipeline.schemas import SchemaSpec
 from pipeline.validation import feedback_for, validate
 
@@ -43,6 +44,10 @@ class ExtractOptions:
     pages_per_call: int = 20
     max_reasks: int = 1
     max_tokens: int | None = None  # None: the extractor's own default
+    # What an output budget reservation assumes when the request leaves max_tokens to the
+    # extractor; providers count the whole max_tokens against the output rate limit.
+    expected_max_tokens: int = 4096
+    limiter: RateLimiter = field(default_factory=NoRateLimiter)
 
 
 def _metered_call(
@@ -51,11 +56,34 @@ def _metered_call(
     prices: PriceTable,
     meter: Meter,
     page_indexes: list[int],
+    options: ExtractOptions,
 ) -> ProviderReply:
     attempt = len(meter.calls) + 1
-    started = time.perf_counter()
+    prompt_chars = len(request.schema.instructions) + len(request.feedback or "")
+    with limited(
+        options.limiter,
+        extractor.provider,
+        extractor.model,
+        estimate_input_tokens(request.pages, prompt_chars),
+        request.max_tokens or options.expected_max_tokens,
+    ) as permit:
+        # Timed after the permit: latency is the provider's, not our own throttling.
+        started = time.perf_counter()
+        reply = _call(extractor, request, meter, page_indexes, attempt, started)
+        permit.actual = reply.usage
+    return _record_reply(extractor, reply, prices, meter, page_indexes, attempt, started)
+
+
+def _call(
+    extractor: Extractor,
+    request: ExtractionRequest,
+    meter: Meter,
+    page_indexes: list[int],
+    attempt: int,
+    started: float,
+) -> ProviderReply:
     try:
-        reply = extractor.call(request)
+        return extractor.call(request)
     except PipelineError as exc:
         meter.calls.append(
             CallRecord(
@@ -73,6 +101,17 @@ def _metered_call(
             )
         )
         raise
+
+
+def _record_reply(
+    extractor: Extractor,
+    reply: ProviderReply,
+    prices: PriceTable,
+    meter: Meter,
+    page_indexes: list[int],
+    attempt: int,
+    started: float,
+) -> ProviderReply:
     cost = prices.cost(extractor.provider, extractor.model, reply.usage)
     meter.calls.append(
         CallRecord(
@@ -114,7 +153,7 @@ def _extract_chunk(
     reasks = 0
     grown = False
     while True:
-        reply = _metered_call(extractor, request, prices, meter, indexes)
+        reply = _metered_call(extractor, request, prices, meter, indexes, options)
         if reply.truncated:
             meter.calls[-1].error_category = ErrorCategory.TRUNCATED_OUTPUT.value
             meter.calls[-1].error_message = "output hit the token limit; not used"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from pipeline.domain import DocumentStatus, ObjectRef, PageStatus
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor
 from pipeline.pages import Limits, opened
+from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import get_schema
 from pipeline.settings import Settings
 from pipeline.usecases.extract import ExtractOptions, Meter, extract_pages
@@ -34,6 +35,7 @@ class Collaborators:
     extractor_for: Any  # Callable[[str], Extractor]: provider name -> extractor
     prices: PriceTable
     settings: Settings
+    limiter: RateLimiter = field(default_factory=NoRateLimiter)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -44,8 +46,13 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def options_from(settings: Settings) -> ExtractOptions:
-    return ExtractOptions(pages_per_call=settings.pages_per_call, max_reasks=settings.max_reasks)
+def options_from(settings: Settings, limiter: RateLimiter | None = None) -> ExtractOptions:
+    return ExtractOptions(
+        pages_per_call=settings.pages_per_call,
+        max_reasks=settings.max_reasks,
+        expected_max_tokens=settings.anthropic_max_tokens,
+        limiter=limiter or NoRateLimiter(),
+    )
 
 
 def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | None:
@@ -89,7 +96,7 @@ def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | 
             with transaction(deps.sessions) as session:
                 repo.record_pages(session, document_id, pages)
             result = extract_pages(
-                extractor, schema, pages, source, deps.prices, meter, options_from(settings)
+                extractor, schema, pages, source, deps.prices, meter, options_from(settings, deps.limiter)
             )
     except TransientError as exc:
         with transaction(deps.sessions) as session:

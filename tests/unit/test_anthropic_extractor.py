@@ -11,7 +11,8 @@ import pytest
 from pipeline.domain import ExtractionRequest
 from pipeline.errors import ErrorCategory, PermanentError, TransientError
 from pipeline.extractors import anthropic as anthropic_extractor
-from pipeline.extractors.anthropic import AnthropicExtractor, retry_after_seconds
+from pipeline.extractors.anthropic import AnthropicExtractor
+from pipeline.extractors.common import retry_after_seconds
 from pipeline.schemas import get_schema
 from pipeline.settings import Settings, load_settings
 from tests.support.fake_model_fixtures import sample_page, sample_request

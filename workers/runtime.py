@@ -9,6 +9,7 @@ from pipeline.costing import load_price_table
 from pipeline.db.session import make_engine, make_session_factory
 from pipeline.extractors import build_extractor
 from pipeline.extractors.base import Extractor
+from pipeline.ratelimit import make_rate_limiter
 from pipeline.settings import get_settings
 from pipeline.storage import make_s3_client
 from pipeline.usecases.process import Collaborators
@@ -36,4 +37,10 @@ def collaborators() -> Collaborators:
         extractor_for=extractor_for,
         prices=load_price_table(settings.price_table),
         settings=settings,
+        limiter=make_rate_limiter(
+            settings.rate_limits,
+            settings.rate_limit_redis_url or settings.broker_url,
+            max_wait_s=settings.rate_limit_max_wait_s,
+            lease_s=settings.rate_limit_lease_s,
+        ),
     )

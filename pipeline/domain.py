@@ -26,6 +26,11 @@ class DocumentStatus(StrEnum):
         return self in {DocumentStatus.DONE, DocumentStatus.NEEDS_REVIEW, DocumentStatus.FAILED}
 
 
+class Stage(StrEnum):
+    PREPARE = "prepare"
+    EXTRACT = "extract"
+
+
 class PageStatus(StrEnum):
     PENDING = "pending"
     RENDERED = "rendered"
@@ -159,6 +164,12 @@ class ExtractionResult:
     valid: bool
     errors: list[str]
     calls: list[CallRecord]
+    grounding: dict[str, Any] | None = None
+    review_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.review_reasons)
 
     @property
     def cost_usd(self) -> Decimal:

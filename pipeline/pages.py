@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +66,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _encode_jpeg(image: Image.Image) -> bytes:
+def encode_jpeg(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=False)
     return buf.getvalue()
@@ -158,7 +158,7 @@ class PdfDocument(LoadedDocument):
             rendered = Image.frombuffer(
                 "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
             )
-            image, width, height = _encode_jpeg(rendered), pix.width, pix.height
+            image, width, height = encode_jpeg(rendered), pix.width, pix.height
             dpi = 72.0 * zoom
         return PageContent(
             index=index,
@@ -237,7 +237,7 @@ class ImageDocument(LoadedDocument):
             frame = frame.resize(
                 (round(frame.width * scale), round(frame.height * scale)), Image.Resampling.LANCZOS
             )
-        image = _encode_jpeg(frame)
+        image = encode_jpeg(frame)
         dpi = self._dpi(index) * scale
         return PageContent(
             index=index,
@@ -280,3 +280,15 @@ def opened(data: bytes, limits: Limits) -> Iterator[LoadedDocument]:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+_MIN_TEXT_WORDS = 5  # fewer words than this on a page is a stamp or a page number, not a layer
+
+
+def usable_text_layer(words: Sequence[Word]) -> bool:
+    """True when a page's own words can be read as they are; otherwise OCR reads it better."""
+    if len(words) < _MIN_TEXT_WORDS:
+        return False
+    # Fonts without a Unicode map extract as U+FFFD or nothing readable.
+    readable = sum(1 for w in words if "\ufffd" not in w.text and any(c.isalnum() for c in w.text))
+    return readable >= 0.7 * len(words)

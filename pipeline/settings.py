@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     image_long_edge_px: Annotated[int, Field(ge=256, le=8000)] = 1568
     ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
     max_reasks: Annotated[int, Field(ge=0, le=5)] = 1
+    max_rechecks: Annotated[int, Field(ge=0, le=3)] = 1
+    # OCR pages without a text layer even when a model extracts them, to ground its answer.
+    ocr_scanned_pages: bool = True
 
     # Global rate limits shared by every worker through Redis, e.g.
     # "anthropic:claude-sonnet-4-6=rpm:50,itpm:30000,otpm:8000,inflight:8;openai_compat:*=inflight:64"

@@ -21,7 +21,7 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=queues.DOCUMENTS,
+        task_default_queue=queues.PREPARE,
         task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=max(settings.task_time_limit_s - 30, 10),

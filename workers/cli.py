@@ -99,7 +99,10 @@ def extract(
         "schema_version": spec.version,
         "provider": result.provider,
         "model": result.model,
+        "status": "needs_review" if result.needs_review else "done",
         "data": result.data,
+        "review_reasons": result.review_reasons,
+        "grounding": result.grounding,
         "cost_usd": str(meter.cost_usd),
         "calls": len(meter.calls),
         "input_tokens": sum(c.usage.total_input_tokens for c in meter.calls),
@@ -213,6 +216,14 @@ def _print_table(records: list[dict[str, Any]]) -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork or threads.")] = "prefork",
+    queues_: Annotated[
+        str | None,
+        typer.Option(
+            "--queues",
+            help="Comma-separated: prepare (CPU: render, OCR), extract (model calls), "
+            "maintenance. Default: all.",
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     with_beat: Annotated[
         bool, typer.Option("--beat", help="Also run the periodic sweep (one worker only).")
@@ -229,7 +240,7 @@ def worker(
             f"--concurrency={concurrency or settings.worker_concurrency}",
             f"--pool={pool}",
             f"--loglevel={loglevel}",
-            f"--queues={','.join(queues.CONSUMED)}",
+            f"--queues={queues_ or ','.join(queues.CONSUMED)}",
             "--without-gossip",
             "--without-mingle",
             *(["--beat", "--schedule=/tmp/pagemill-beat"] if with_beat else []),
@@ -253,7 +264,7 @@ def ingest(
     from pipeline.storage import make_sqs_client
     from pipeline.usecases.ingest import ingest_object
     from workers import intake
-    from workers.tasks.documents import process_document
+    from workers.tasks.documents import enqueue_document
 
     _logging(verbose)
     settings = _settings()
@@ -265,7 +276,7 @@ def ingest(
             ref,
             schema_name=settings.schema_name,
             provider=settings.default_provider,
-            enqueue=lambda document_id: process_document.delay(document_id),
+            enqueue=enqueue_document,
         )
 
     stop = threading.Event()

@@ -23,7 +23,7 @@ from workers.runtime import collaborators
 
 log = logging.getLogger(__name__)
 
-DocumentFn = Callable[[int], DocumentStatus | None]
+DocumentFn = Callable[[int], object]
 
 
 def classify(exc: Exception) -> PipelineError:

@@ -1,7 +1,12 @@
 """Queue names, in one place."""
 
-DOCUMENTS = "documents"  # process one document: download, split, extract, store
-MAINTENANCE = "maintenance"  # periodic sweeps and reconciliation
-DEAD_LETTER = "dead_letter"  # a copy of every dead letter; no worker consumes it (Postgres is truth)
+# CPU work: download, split, render, OCR (and the offline extractor). Prefork pool.
+PREPARE = "prepare"
+# Model calls: I/O-bound, hundreds in flight. Threads pool.
+EXTRACT = "extract"
+# Periodic sweep and reconciliation.
+MAINTENANCE = "maintenance"
+# A copy of every dead letter; no worker consumes it (Postgres is the source of truth).
+DEAD_LETTER = "dead_letter"
 
-CONSUMED = (DOCUMENTS, MAINTENANCE)
+CONSUMED = (PREPARE, EXTRACT, MAINTENANCE)

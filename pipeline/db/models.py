@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     Text,
     UniqueConstraint,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.domain import CallOutcome, DocumentStatus, PageStatus
+from pipeline.domain import CallOutcome, DocumentStatus, PageStatus, Stage
 
 
 def _values(enum: type[Any]) -> str:
@@ -57,6 +58,10 @@ class Document(Base):
     schema_name: Mapped[str] = mapped_column(Text)
     provider: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default=DocumentStatus.PENDING.value)
+    # Which task runs next: "prepare" (CPU: download, split, render, OCR) or "extract" (I/O:
+    # model calls). Each stage claims the document for itself, so a stray message of the other
+    # stage is a no-op.
+    stage: Mapped[str] = mapped_column(Text, server_default=Stage.PREPARE.value)
     page_count: Mapped[int | None] = mapped_column(Integer)
     repaired: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     error_category: Mapped[str | None] = mapped_column(Text)
@@ -92,6 +97,24 @@ class Page(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class PagePayload(Base):
+    """What the extract stage needs of a page, so image bytes never travel through the broker."""
+
+    __tablename__ = "page_payloads"
+
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    page_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_type: Mapped[str] = mapped_column(Text)
+    image: Mapped[bytes] = mapped_column(LargeBinary)
+    page_text: Mapped[str] = mapped_column(Text, server_default="")
+    # [[text, x0, y0, x1, y1, block, line], ...] from the text layer or OCR, for grounding.
+    words: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    width_pt: Mapped[float] = mapped_column(Float)
+    height_pt: Mapped[float] = mapped_column(Float)
+
+
 class Extraction(Base):
     """The document's result for one schema; invalid output is kept with its errors, flagged."""
 
@@ -109,6 +132,10 @@ class Extraction(Base):
     valid: Mapped[bool] = mapped_column(Boolean)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     errors: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # Per field: where on which page the value was found, or "ungrounded".
+    grounding: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Business-rule failures and ungrounded fields: why the result needs a human look.
+    review_reasons: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

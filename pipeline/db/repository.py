@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from pipeline.db.models import DeadLetter, Document, Extraction, Page, VlmCall
+from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
     CallRecord,
     DocumentStatus,
@@ -20,6 +20,8 @@ from pipeline.domain import (
     ObjectRef,
     PageContent,
     PageStatus,
+    Stage,
+    Word,
 )
 from pipeline.errors import PipelineError
 
@@ -52,13 +54,17 @@ def register_document(
     return existing, False
 
 
-def claim_document(session: Session, document_id: int, lease: timedelta) -> Document | None:
-    """Take the document for processing; None when it is final or another worker holds it."""
+def claim_document(
+    session: Session, document_id: int, lease: timedelta, stage: Stage
+) -> Document | None:
+    """Take the document for this stage; None when it is final, at another stage, or another
+    worker holds it (a duplicate or redelivered message)."""
     now = func.now()
     stmt = (
         update(Document)
         .where(
             Document.id == document_id,
+            Document.stage == stage.value,
             or_(
                 Document.status == DocumentStatus.PENDING.value,
                 and_(
@@ -198,6 +204,8 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
         valid=result.valid,
         data=result.data if result.valid else None,
         errors=result.errors,
+        grounding=result.grounding,
+        review_reasons=result.review_reasons,
     )
     stmt = stmt.on_conflict_do_update(
         constraint="uq_extractions_document_schema",
@@ -208,6 +216,8 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
             "valid": stmt.excluded.valid,
             "data": stmt.excluded.data,
             "errors": stmt.excluded.errors,
+            "grounding": stmt.excluded.grounding,
+            "review_reasons": stmt.excluded.review_reasons,
             "updated_at": func.now(),
         },
         where=Extraction.valid.is_(False),
@@ -239,6 +249,90 @@ def finish_document(
         .returning(Document.id)
     )
     return session.execute(stmt).scalar_one_or_none() is not None
+
+
+def advance_stage(session: Session, document_id: int, stage: Stage) -> bool:
+    """Hand the document to the next stage (pending again, no lease); True if it was ours."""
+    return (
+        session.execute(
+            update(Document)
+            .where(
+                Document.id == document_id,
+                Document.status == DocumentStatus.PROCESSING.value,
+            )
+            .values(
+                stage=stage.value,
+                status=DocumentStatus.PENDING.value,
+                lease_until=None,
+                updated_at=func.now(),
+            )
+            .returning(Document.id)
+        ).scalar_one_or_none()
+        is not None
+    )
+
+
+def store_payloads(session: Session, document_id: int, pages: Sequence[PageContent]) -> None:
+    if not pages:
+        return
+    rows = [
+        {
+            "document_id": document_id,
+            "page_index": p.index,
+            "media_type": p.media_type,
+            "image": p.image,
+            "page_text": p.text,
+            "words": [[w.text, w.x0, w.y0, w.x1, w.y1, w.block, w.line] for w in p.words],
+            "width_pt": p.width_pt,
+            "height_pt": p.height_pt,
+        }
+        for p in pages
+    ]
+    stmt = insert(PagePayload).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["document_id", "page_index"],
+        set_={name: stmt.excluded[name] for name in ("media_type", "image", "page_text", "words")},
+    )
+    session.execute(stmt)
+
+
+def _words(raw: list[Any]) -> list[Word]:
+    return [Word(str(w[0]), w[1], w[2], w[3], w[4], int(w[5]), int(w[6])) for w in raw]
+
+
+def load_pages(
+    session: Session, document_id: int, start: int, stop: int, *, with_images: bool = True
+) -> list[PageContent]:
+    """Pages [start, stop) as the prepare stage stored them."""
+    rows = session.execute(
+        select(Page, PagePayload)
+        .join(
+            PagePayload,
+            and_(
+                PagePayload.document_id == Page.document_id,
+                PagePayload.page_index == Page.page_index,
+            ),
+        )
+        .where(Page.document_id == document_id, Page.page_index >= start, Page.page_index < stop)
+        .order_by(Page.page_index)
+    )
+    return [
+        PageContent(
+            index=page.page_index,
+            width_pt=payload.width_pt,
+            height_pt=payload.height_pt,
+            image=payload.image if with_images else b"",
+            media_type=payload.media_type,
+            pixel_width=page.pixel_width,
+            pixel_height=page.pixel_height,
+            render_dpi=page.render_dpi,
+            image_sha256=page.image_sha256,
+            text=payload.page_text,
+            words=_words(payload.words),
+            image_passthrough=page.image_passthrough,
+        )
+        for page, payload in rows
+    ]
 
 
 def release_for_retry(session: Session, document_id: int, error: PipelineError) -> None:

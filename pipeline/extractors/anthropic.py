@@ -88,6 +88,7 @@ class AnthropicExtractor:
 
     provider = PROVIDER
     can_reask = True
+    runs_locally = False
 
     def __init__(self, settings: Settings) -> None:
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""

@@ -19,5 +19,8 @@ class Extractor(Protocol):
     provider: str
     model: str
     can_reask: bool  # False for deterministic extractors: asking again gives the same answer
+    # True when extracting is CPU work on this machine (OCR, rules): it then runs in the
+    # prepare stage on the CPU workers instead of the I/O stage.
+    runs_locally: bool
 
     def call(self, request: ExtractionRequest) -> ProviderReply: ...

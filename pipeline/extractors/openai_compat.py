@@ -70,6 +70,7 @@ class OpenAICompatExtractor:
 
     provider = PROVIDER
     can_reask = True
+    runs_locally = False
 
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""

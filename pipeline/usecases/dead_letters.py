@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.db.models import DeadLetter, Document, VlmCall
-from pipeline.domain import DocumentStatus
+from pipeline.domain import DocumentStatus, Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +122,7 @@ def replay(session: Session, letter_id: int) -> int | None:
         .where(Document.id == document_id, Document.status == DocumentStatus.FAILED.value)
         .values(
             status=DocumentStatus.PENDING.value,
+            stage=Stage.PREPARE.value,
             error_category=None,
             error_message=None,
             finished_at=None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pipeline.checks import RuleFailure
 from pipeline.costing import PriceTable
 from pipeline.domain import (
     CallOutcome,
@@ -21,6 +23,7 @@ from pipeline.domain import (
 )
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors.base import Extractor
+from pipeline.pages import encode_jpeg
 from pipeline.ratelimit import NoRateLimiter, RateLimiter, estimate_input_tokens, limited
 from pipeline.schemas import SchemaSpec
 from pipeline.validation import feedback_for, validate
@@ -48,6 +51,9 @@ class ExtractOptions:
     # extractor; providers count the whole max_tokens against the output rate limit.
     expected_max_tokens: int = 4096
     limiter: RateLimiter = field(default_factory=NoRateLimiter)
+    max_rechecks: int = 1  # re-asks about fields that fail a business rule
+    recheck_dpi: int = 268  # twice the resolution of a 1568 px A4 page
+    tile_long_edge: int = 1568
 
 
 def _metered_call(
@@ -207,22 +213,20 @@ def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
 def extract_pages(
     extractor: Extractor,
     schema: SchemaSpec,
-    pages: Sequence[PageContent],
+    chunks: Iterable[list[PageContent]],
     renderer: PageRenderer,
     prices: PriceTable,
     meter: Meter,
     options: ExtractOptions,
 ) -> ExtractionResult:
-    """Split → extract → validate for a whole document. Raises PipelineError on failure; the
-    calls made so far stay in `meter` either way."""
-    chunks = [
-        list(pages[i : i + options.pages_per_call])
-        for i in range(0, len(pages), options.pages_per_call)
-    ]
+    """Split → extract → validate for a whole document, one chunk of pages per call so memory
+    stays flat. Raises PipelineError on failure; the calls made so far stay in `meter`."""
     records = [
         _extract_chunk(extractor, schema, chunk, renderer, prices, meter, options)
         for chunk in chunks
     ]
+    if not records:
+        raise PermanentError(ErrorCategory.BAD_INPUT, "the document has no pages")
     merged = _merge(records)
     checked = validate(schema, merged)
     if not checked.ok:
@@ -242,8 +246,108 @@ def extract_pages(
     )
 
 
+def chunked(pages: Sequence[PageContent], size: int) -> list[list[PageContent]]:
+    return [list(pages[i : i + size]) for i in range(0, len(pages), size)]
+
+
 def _human(indexes: list[int]) -> str:
     if not indexes:
         return "-"
     first, last = indexes[0] + 1, indexes[-1] + 1
     return str(first) if first == last else f"{first}-{last}"
+
+
+def high_res_tiles(
+    renderer: PageRenderer, index: int, dpi: int, long_edge: int
+) -> list[PageContent]:
+    """The page at `dpi`, cut into tiles no larger than `long_edge` so that the API does not
+    scale them back down: small print gets the pixels it needs."""
+    image = renderer.render(index, dpi)
+    cols = max(1, -(-image.width // long_edge))
+    rows = max(1, -(-image.height // long_edge))
+    tile_w, tile_h = -(-image.width // cols), -(-image.height // rows)
+    tiles = []
+    for row in range(rows):
+        for col in range(cols):
+            box = (col * tile_w, row * tile_h, min((col + 1) * tile_w, image.width),
+                   min((row + 1) * tile_h, image.height))
+            part = image.crop(box)
+            data = encode_jpeg(part)
+            tiles.append(
+                PageContent(
+                    index=index,
+                    width_pt=image.width * 72.0 / dpi,
+                    height_pt=image.height * 72.0 / dpi,
+                    image=data,
+                    media_type="image/jpeg",
+                    pixel_width=part.width,
+                    pixel_height=part.height,
+                    render_dpi=float(dpi),
+                    image_sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+    return tiles
+
+
+_AMOUNT_FIELDS = {"subtotal", "tax", "total", "line_items"}
+
+
+def _pages_to_reread(fields: list[str], grounding: dict[str, Any], page_count: int) -> list[int]:
+    found: set[int] = set()
+    for path, where in grounding.items():
+        top = path.split("[", 1)[0].split(".", 1)[0]
+        if top in fields and isinstance(where, dict) and "page" in where:
+            found.add(int(where["page"]))
+    if found:
+        return sorted(found)[:2]
+    # Nothing to go by: totals and tables usually end on the last page, headers start on the first.
+    if any(f in _AMOUNT_FIELDS for f in fields):
+        return [page_count - 1]
+    return [0]
+
+
+def recheck(
+    extractor: Extractor,
+    schema: SchemaSpec,
+    data: dict[str, Any],
+    failures: Sequence[RuleFailure],
+    grounding: dict[str, Any],
+    page_count: int,
+    renderer: PageRenderer,
+    prices: PriceTable,
+    meter: Meter,
+    options: ExtractOptions,
+) -> dict[str, Any]:
+    """Ask again about the fields that failed a business rule, showing the relevant page at a
+    higher resolution; only those fields are taken from the answer."""
+    fields = sorted({f.split("[", 1)[0] for failure in failures for f in failure.fields})
+    pages = _pages_to_reread(fields, grounding, page_count)
+    tiles = [
+        tile
+        for index in pages
+        for tile in high_res_tiles(renderer, index, options.recheck_dpi, options.tile_long_edge)
+    ]
+    problems = "\n".join(f"- {failure.message}" for failure in failures)
+    request = ExtractionRequest(
+        schema=schema,
+        pages=tiles,
+        renderer=renderer,
+        feedback=(
+            "The record extracted earlier fails these checks:\n"
+            f"{problems}\nThe images are high-resolution tiles of page(s) "
+            f"{', '.join(str(p + 1) for p in pages)}. Re-read these fields character by "
+            f"character: {', '.join(fields)}. Return the full record; if the document itself "
+            "is inconsistent, report the values exactly as printed."
+        ),
+        max_tokens=options.max_tokens,
+    )
+    reply = _metered_call(extractor, request, prices, meter, pages, options)
+    checked = validate(schema, reply.data)
+    if reply.truncated or not checked.ok:
+        last = meter.calls[-1]
+        last.outcome = CallOutcome.TRUNCATED if reply.truncated else CallOutcome.INVALID_OUTPUT
+        last.error_message = "; ".join(checked.errors[:5]) or reply.problem
+        return data
+    answer = checked.data()
+    merged = {**data, **{name: answer.get(name) for name in fields if name in answer}}
+    return validate(schema, merged).data() if validate(schema, merged).ok else data

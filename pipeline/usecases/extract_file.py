@@ -7,14 +7,14 @@ from pathlib import Path
 
 from pipeline.costing import PriceTable
 from pipeline.domain import ExtractionResult
-from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
+from pipeline.errors import ErrorCategory, PermanentError, TransientError
 from pipeline.extractors.base import Extractor
 from pipeline.pages import opened
 from pipeline.retry import RetryPolicy
 from pipeline.schemas import SchemaSpec
 from pipeline.settings import Settings
-from pipeline.usecases.extract import Meter, extract_pages
-from pipeline.usecases.process import limits_from, options_from
+from pipeline.usecases.extract import Meter, chunked, extract_pages
+from pipeline.usecases.process import check_result, ensure_words, limits_from, options_from
 
 
 def read_input(path: Path, max_bytes: int) -> bytes:
@@ -23,7 +23,8 @@ def read_input(path: Path, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise PermanentError(
                 ErrorCategory.TOO_LARGE,
-                f"{path.name} is {size:,} bytes; the limit is {max_bytes:,} (PAGEMILL_MAX_FILE_BYTES)",
+                f"{path.name} is {size:,} bytes; the limit is {max_bytes:,} "
+                "(PAGEMILL_MAX_FILE_BYTES)",
             )
         return path.read_bytes()
     except FileNotFoundError:
@@ -31,7 +32,9 @@ def read_input(path: Path, max_bytes: int) -> bytes:
     except IsADirectoryError:
         raise PermanentError(ErrorCategory.BAD_INPUT, f"{path} is a directory") from None
     except PermissionError:
-        raise PermanentError(ErrorCategory.BAD_INPUT, f"cannot read {path}: permission denied") from None
+        raise PermanentError(
+            ErrorCategory.BAD_INPUT, f"cannot read {path}: permission denied"
+        ) from None
 
 
 def extract_bytes(
@@ -42,25 +45,33 @@ def extract_bytes(
     settings: Settings,
     retry: RetryPolicy | None = None,
 ) -> tuple[ExtractionResult, Meter]:
-    """Split → extract → validate, retrying transient provider errors with the same policy the
-    workers use. Raises PipelineError when the document cannot be extracted."""
+    """The workers' path without the workers: split → (OCR) → extract → validate → check and
+    ground, retrying transient provider errors with the workers' policy. Raises PipelineError
+    when the document cannot be extracted."""
     policy = retry or RetryPolicy(
-        max_retries=settings.task_max_retries, base_s=settings.retry_base_s, cap_s=settings.retry_cap_s
+        max_retries=settings.task_max_retries,
+        base_s=settings.retry_base_s,
+        cap_s=settings.retry_cap_s,
     )
+    options = options_from(settings)
     meter = Meter()
     with opened(data, limits_from(settings)) as source:
         pages = list(source.pages())
+        if extractor.runs_locally or settings.ocr_scanned_pages:
+            for page in pages:
+                ensure_words(page, source, settings.ocr_dpi)
+        size = len(pages) if extractor.runs_locally else settings.pages_per_call
         retries = 0
         while True:
             try:
                 result = extract_pages(
-                    extractor, schema, pages, source, prices, meter, options_from(settings)
+                    extractor, schema, chunked(pages, size), source, prices, meter, options
                 )
-                return result, meter
+                break
             except TransientError as exc:
                 if not policy.should_retry(exc, retries):
                     raise
                 time.sleep(policy.delay_s(retries, exc.retry_after_s))
                 retries += 1
-            except PipelineError:
-                raise
+        result = check_result(extractor, schema, result, pages, source, prices, meter, options)
+    return result, meter

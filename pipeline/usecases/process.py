@@ -1,29 +1,50 @@
-"""Process one document end to end: claim → download → split → extract → validate → store."""
+"""Process one document in two stages: prepare (CPU) and extract (I/O), then verify and store.
+
+prepare: claim → download → sniff → split and render pages → OCR scanned pages → store pages.
+         A CPU-bound extractor (the offline one) extracts right here; a model provider's
+         document moves on to the extract stage.
+extract: claim → load stored pages chunk by chunk → provider calls → validate → re-check
+         fields that fail a rule → ground every value → store → done or needs_review.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import storage
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
+from pipeline.db.models import Document
 from pipeline.db.session import transaction
-from pipeline.domain import DocumentStatus, ObjectRef, PageStatus
+from pipeline.domain import (
+    DocumentStatus,
+    ExtractionResult,
+    ObjectRef,
+    PageContent,
+    PageStatus,
+    Stage,
+)
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor
-from pipeline.pages import Limits, opened
+from pipeline.ocr import ocr_page
+from pipeline.pages import Limits, LoadedDocument, open_document, usable_text_layer
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
-from pipeline.schemas import get_schema
+from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.settings import Settings
-from pipeline.usecases.extract import ExtractOptions, Meter, extract_pages
+from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
+from pipeline.usecases.verify import verify
 
 log = logging.getLogger(__name__)
+
+_STORE_BATCH = 16  # pages per transaction in the prepare stage: bounded memory, few commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +53,7 @@ class Collaborators:
 
     sessions: sessionmaker[Session]
     s3: Any
-    extractor_for: Any  # Callable[[str], Extractor]: provider name -> extractor
+    extractor_for: Callable[[str], Extractor]
     prices: PriceTable
     settings: Settings
     limiter: RateLimiter = field(default_factory=NoRateLimiter)
@@ -52,34 +73,62 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
         max_reasks=settings.max_reasks,
         expected_max_tokens=settings.anthropic_max_tokens,
         limiter=limiter or NoRateLimiter(),
+        max_rechecks=settings.max_rechecks,
+        tile_long_edge=settings.image_long_edge_px,
     )
 
 
-def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | None:
-    """Run the document to a final state, or raise TransientError after giving it back.
+def ensure_words(page: PageContent, renderer: LoadedDocument, dpi: int) -> None:
+    """Positioned words for a page without a usable text layer, by OCR (for the offline
+    extractor and for grounding a model's answer)."""
+    if not usable_text_layer(page.words):
+        page.words = ocr_page(renderer.render(page.index, dpi), page.width_pt)
 
-    Returns None when there was nothing to do: the document is final already or another
-    worker holds its lease (a duplicate or redelivered message).
-    """
-    settings = deps.settings
-    lease = timedelta(seconds=settings.lease_s)
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    ref: ObjectRef
+    schema: SchemaSpec
+    provider: str
+    page_count: int | None
+
+
+def _claim(deps: Collaborators, document_id: int, stage: Stage) -> Claimed | DocumentStatus | None:
     with transaction(deps.sessions) as session:
-        doc = repo.claim_document(session, document_id, lease)
+        doc = repo.claim_document(
+            session, document_id, timedelta(seconds=deps.settings.lease_s), stage
+        )
         if doc is None:
             return None
-        if repo.valid_extraction(session, document_id, doc.schema_name) is not None:
+        existing = repo.valid_extraction(session, document_id, doc.schema_name)
+        if existing is not None:
             # Crashed after the result was stored: finish, never call the model again.
-            repo.finish_document(session, document_id, DocumentStatus.DONE)
-            return DocumentStatus.DONE
-        ref = ObjectRef(bucket=doc.bucket, key=doc.key, version=doc.version)
-        schema_name, provider = doc.schema_name, doc.provider or settings.default_provider
+            status = (
+                DocumentStatus.NEEDS_REVIEW if existing.review_reasons else DocumentStatus.DONE
+            )
+            repo.finish_document(session, document_id, status)
+            return status
+        return Claimed(
+            ref=ObjectRef(bucket=doc.bucket, key=doc.key, version=doc.version),
+            schema=get_schema(doc.schema_name),
+            provider=doc.provider or deps.settings.default_provider,
+            page_count=doc.page_count,
+        )
 
+
+def prepare_document(deps: Collaborators, document_id: int) -> Stage | DocumentStatus | None:
+    """The CPU stage. Returns the next stage, a final status, or None when there was nothing
+    to do (final already, or another worker holds the document)."""
+    claimed = _claim(deps, document_id, Stage.PREPARE)
+    if not isinstance(claimed, Claimed):
+        return claimed
+    settings = deps.settings
     meter = Meter()
     try:
-        extractor: Extractor = deps.extractor_for(provider)
-        schema = get_schema(schema_name)
-        data = storage.download(deps.s3, ref, settings.max_file_bytes)
-        with opened(data, limits_from(settings)) as source:
+        extractor = deps.extractor_for(claimed.provider)
+        data = storage.download(deps.s3, claimed.ref, settings.max_file_bytes)
+        source = open_document(data, limits_from(settings))
+        try:
             with transaction(deps.sessions) as session:
                 repo.record_source(
                     session,
@@ -92,34 +141,187 @@ def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | 
                     session, document_id, page_count=source.page_count, repaired=source.repaired
                 )
             del data
-            pages = list(source.pages())
-            with transaction(deps.sessions) as session:
-                repo.record_pages(session, document_id, pages)
+            ocr = extractor.runs_locally or settings.ocr_scanned_pages
+            kept: list[PageContent] = []
+            for index in range(0, source.page_count, _STORE_BATCH):
+                batch = [
+                    source.page(i) for i in range(index, min(index + _STORE_BATCH, source.page_count))
+                ]
+                for page in batch:
+                    if ocr:
+                        ensure_words(page, source, settings.ocr_dpi)
+                with transaction(deps.sessions) as session:
+                    repo.record_pages(session, document_id, batch)
+                    if not extractor.runs_locally:
+                        repo.store_payloads(session, document_id, batch)
+                if extractor.runs_locally:
+                    for page in batch:
+                        page.image = b""  # the words are all the offline extractor reads
+                    kept.extend(batch)
+            if not extractor.runs_locally:
+                with transaction(deps.sessions) as session:
+                    repo.advance_stage(session, document_id, Stage.EXTRACT)
+                return Stage.EXTRACT
+            options = options_from(settings, deps.limiter)
             result = extract_pages(
-                extractor, schema, pages, source, deps.prices, meter, options_from(settings, deps.limiter)
+                extractor,
+                claimed.schema,
+                chunked(kept, max(len(kept), 1)),
+                source,
+                deps.prices,
+                meter,
+                options,
             )
+            return _finish(deps, document_id, claimed, extractor, result, kept, source, meter)
+        finally:
+            source.close()
     except TransientError as exc:
-        with transaction(deps.sessions) as session:
-            _write_calls(session, document_id, meter)
-            repo.release_for_retry(session, document_id, exc)
+        _give_back(deps, document_id, meter, exc)
         raise
     except PermanentError as exc:
-        fail_document(deps.sessions, document_id, exc, meter=meter, task_name="process_document")
+        fail_document(deps.sessions, document_id, exc, meter=meter, task_name="prepare")
         return DocumentStatus.FAILED
 
+
+def extract_document(deps: Collaborators, document_id: int) -> DocumentStatus | None:
+    """The I/O stage: model calls over the pages the prepare stage stored."""
+    claimed = _claim(deps, document_id, Stage.EXTRACT)
+    if not isinstance(claimed, Claimed):
+        return claimed
+    settings = deps.settings
+    meter = Meter()
+    renderer = SourceRenderer(deps.s3, claimed.ref, settings)
+    try:
+        extractor = deps.extractor_for(claimed.provider)
+        page_count = claimed.page_count or 0
+        size = settings.pages_per_call
+
+        def chunks() -> Iterator[list[PageContent]]:
+            for start in range(0, page_count, size):
+                # Load, then close the session before yielding: a generator left suspended
+                # must not hold a transaction (and its locks) open.
+                with deps.sessions() as session:
+                    pages = repo.load_pages(session, document_id, start, start + size)
+                yield pages
+
+        result = extract_pages(
+            extractor,
+            claimed.schema,
+            chunks(),
+            renderer,
+            deps.prices,
+            meter,
+            options_from(settings, deps.limiter),
+        )
+        with deps.sessions() as session:
+            words_only = repo.load_pages(session, document_id, 0, page_count, with_images=False)
+        return _finish(
+            deps, document_id, claimed, extractor, result, words_only, renderer, meter
+        )
+    except TransientError as exc:
+        _give_back(deps, document_id, meter, exc)
+        raise
+    except PermanentError as exc:
+        fail_document(deps.sessions, document_id, exc, meter=meter, task_name="extract")
+        return DocumentStatus.FAILED
+    finally:
+        renderer.close()
+
+
+def check_result(
+    extractor: Extractor,
+    schema: SchemaSpec,
+    result: ExtractionResult,
+    pages: list[PageContent],
+    renderer: Any,
+    prices: PriceTable,
+    meter: Meter,
+    options: ExtractOptions,
+) -> ExtractionResult:
+    """Rules and grounding, with one bounded re-check of fields that break a rule; sets the
+    result's grounding and review reasons."""
+    assert result.data is not None
+    verdict = verify(schema, result.data, pages)
+    if verdict.failures and extractor.can_reask and options.max_rechecks > 0:
+        result.data = recheck(
+            extractor,
+            schema,
+            result.data,
+            verdict.failures,
+            verdict.grounding,
+            len(pages),
+            renderer,
+            prices,
+            meter,
+            options,
+        )
+        verdict = verify(schema, result.data, pages)
+    result.grounding = verdict.grounding
+    result.review_reasons = verdict.reasons
+    result.calls = list(meter.calls)
+    return result
+
+
+def _finish(
+    deps: Collaborators,
+    document_id: int,
+    claimed: Claimed,
+    extractor: Extractor,
+    result: ExtractionResult,
+    pages: list[PageContent],
+    renderer: Any,
+    meter: Meter,
+) -> DocumentStatus:
+    result = check_result(
+        extractor,
+        claimed.schema,
+        result,
+        pages,
+        renderer,
+        deps.prices,
+        meter,
+        options_from(deps.settings, deps.limiter),
+    )
+    status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
     with transaction(deps.sessions) as session:
         _write_calls(session, document_id, meter)
         repo.save_extraction(session, document_id, result)
         repo.mark_pages(session, document_id, PageStatus.EXTRACTED)
-        repo.finish_document(session, document_id, DocumentStatus.DONE)
+        repo.finish_document(session, document_id, status)
     log.info(
-        "document %s done: %d page(s), %d call(s), $%s",
+        "document %s %s: %d page(s), %d call(s), $%s",
         document_id,
+        status.value,
         len(pages),
         len(meter.calls),
         meter.cost_usd,
     )
-    return DocumentStatus.DONE
+    return status
+
+
+class SourceRenderer:
+    """Renders pages of the original file on demand (re-reads at higher resolution), fetching
+    it from the bucket only when first needed."""
+
+    def __init__(self, s3: Any, ref: ObjectRef, settings: Settings) -> None:
+        self.s3, self.ref, self.settings = s3, ref, settings
+        self._source: LoadedDocument | None = None
+
+    def render(self, index: int, dpi: int) -> Image.Image:
+        if self._source is None:
+            data = storage.download(self.s3, self.ref, self.settings.max_file_bytes)
+            self._source = open_document(data, limits_from(self.settings))
+        return self._source.render(index, dpi)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+
+def _give_back(deps: Collaborators, document_id: int, meter: Meter, exc: TransientError) -> None:
+    with transaction(deps.sessions) as session:
+        _write_calls(session, document_id, meter)
+        repo.release_for_retry(session, document_id, exc)
 
 
 def fail_document(
@@ -128,13 +330,13 @@ def fail_document(
     error: PipelineError,
     *,
     meter: Meter | None = None,
-    task_name: str = "process_document",
+    task_name: str = "process",
 ) -> None:
     """Final failure: the document says why, and a dead letter keeps it for replay."""
     with transaction(sessions) as session:
         if meter is not None:
             _write_calls(session, document_id, meter)
-        doc = repo.get_document(session, document_id)
+        doc = session.get(Document, document_id)
         attempts = doc.attempts if doc else 0
         repo.mark_pages(session, document_id, PageStatus.FAILED)
         repo.finish_document(session, document_id, DocumentStatus.FAILED, error)

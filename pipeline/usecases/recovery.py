@@ -23,16 +23,16 @@ def sweep(
     sessions: sessionmaker[Session],
     *,
     stuck_after: timedelta,
-    enqueue: Callable[[int], None],
+    enqueue: Callable[[int, str], None],
     batch: int = 500,
 ) -> list[int]:
     """Re-enqueue documents whose message was lost: pending too long, or a lease that expired
     (the worker holding it died). Touching `updated_at` keeps the next sweep from piling on."""
     now = func.now()
     with transaction(sessions) as session:
-        ids = list(
+        found = list(
             session.execute(
-                select(Document.id)
+                select(Document.id, Document.stage)
                 .where(
                     or_(
                         and_(
@@ -48,12 +48,13 @@ def sweep(
                 .order_by(Document.id)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
-            ).scalars()
+            )
         )
+        ids = [row.id for row in found]
         if ids:
             session.execute(update(Document).where(Document.id.in_(ids)).values(updated_at=now))
-    for document_id in ids:
-        enqueue(document_id)
+    for row in found:
+        enqueue(row.id, row.stage)
     if ids:
         log.info("sweep re-enqueued %d document(s)", len(ids))
     return ids

@@ -14,12 +14,12 @@ from pipeline.costing import load_price_table
 from pipeline.db import repository as repo
 from pipeline.db.models import DeadLetter, Document, Extraction, VlmCall
 from pipeline.db.session import transaction
-from pipeline.domain import DocumentStatus, ObjectRef, Usage
+from pipeline.domain import DocumentStatus, ObjectRef, Stage, Usage
 from pipeline.errors import ErrorCategory, TransientError
 from pipeline.extractors import build_extractor
 from pipeline.settings import Settings
 from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf
-from pipeline.usecases.process import Collaborators, process_document
+from pipeline.usecases.process import Collaborators, extract_document, prepare_document
 from tests.support.fake_model_server import FakeModelServer, error, reply
 from tests.support.s3_fixtures import BucketWithQueue
 
@@ -55,6 +55,15 @@ def deps(
         prices=load_price_table(),
         settings=settings,
     )
+
+
+def process_document(deps: Collaborators, document_id: int) -> DocumentStatus | Stage | None:
+    """The message each stage's worker would get next: prepare, then extract (a retry of a
+    document already prepared finds nothing to prepare and goes straight to extract)."""
+    outcome = prepare_document(deps, document_id)
+    if outcome is Stage.EXTRACT or outcome is None:
+        return extract_document(deps, document_id)
+    return outcome
 
 
 def _upload(deps: Collaborators, bucket: str, key: str, body: bytes, provider: str) -> int:

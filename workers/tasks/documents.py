@@ -1,19 +1,31 @@
-"""Document tasks."""
+"""Document tasks: the prepare stage (CPU queue) and the extract stage (I/O queue)."""
 
 from __future__ import annotations
 
-from pipeline.domain import DocumentStatus
-from pipeline.usecases.process import process_document as run_document
+from pipeline.domain import DocumentStatus, Stage
+from pipeline.usecases import process
 from workers import queues
 from workers.policy import document_task
 from workers.runtime import collaborators
 
 
-@document_task(name="pagemill.process_document", queue=queues.DOCUMENTS)
-def process_document(document_id: int) -> DocumentStatus | None:
-    return run_document(collaborators(), int(document_id))
+@document_task(name="pagemill.prepare_document", queue=queues.PREPARE)
+def prepare_document(document_id: int) -> DocumentStatus | Stage | None:
+    outcome = process.prepare_document(collaborators(), int(document_id))
+    if outcome is Stage.EXTRACT:
+        enqueue_document(document_id, Stage.EXTRACT)
+    return outcome
 
 
-def enqueue_document(document_id: int) -> None:
+@document_task(name="pagemill.extract_document", queue=queues.EXTRACT)
+def extract_document(document_id: int) -> DocumentStatus | None:
+    return process.extract_document(collaborators(), int(document_id))
+
+
+_TASKS = {Stage.PREPARE: (prepare_document, queues.PREPARE), Stage.EXTRACT: (extract_document, queues.EXTRACT)}
+
+
+def enqueue_document(document_id: int, stage: Stage | str = Stage.PREPARE) -> None:
     """The nudge: a message carrying only the id. Postgres holds everything else."""
-    process_document.apply_async(args=[document_id], queue=queues.DOCUMENTS)
+    task, queue = _TASKS[Stage(stage)]
+    task.apply_async(args=[document_id], queue=queue)

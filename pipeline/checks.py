@@ -77,7 +77,9 @@ def line_quantity_times_price(tolerance: Decimal = Decimal("0.05")) -> Rule:
     def check(data: dict[str, Any]) -> list[RuleFailure]:
         failures = []
         for n, item in enumerate(data.get("line_items") or []):
-            qty, price, amount = (_amount(item.get(k)) for k in ("quantity", "unit_price", "amount"))
+            qty, price, amount = (
+                _amount(item.get(k)) for k in ("quantity", "unit_price", "amount")
+            )
             if qty is None or price is None or amount is None:
                 continue
             if not _close(qty * price, amount, tolerance):
@@ -85,7 +87,8 @@ def line_quantity_times_price(tolerance: Decimal = Decimal("0.05")) -> Rule:
                     RuleFailure(
                         "line_quantity_times_price",
                         (f"line_items[{n}]",),
-                        f"line {n + 1}: {qty} x {price} = {qty * price}, but the amount is {amount}",
+                        f"line {n + 1}: {qty} x {price} = {qty * price}, "
+                        f"but the amount is {amount}",
                     )
                 )
         return failures

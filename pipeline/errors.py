@@ -1,4 +1,4 @@
-"""Error taxonomy: every failure is transient (retry) or permanent (dead letter), with a category."""
+"""Error taxonomy: each failure is transient (retry) or permanent (dead letter), with a category."""
 
 from __future__ import annotations
 

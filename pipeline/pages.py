@@ -1,4 +1,4 @@
-"""Input handling: sniff the real file type, refuse bad input, split into pages sized for a model."""
+"""Input handling: sniff the real type, refuse bad input, split into pages sized for a model."""
 
 from __future__ import annotations
 
@@ -184,7 +184,11 @@ class PdfDocument(LoadedDocument):
         if max(width, height) > self.limits.long_edge_px or page.rotation:
             return None
         info = self.doc.extract_image(xref)
-        if not info or info.get("ext") not in ("jpeg", "jpg") or info.get("cs-name") == "DeviceCMYK":
+        if (
+            not info
+            or info.get("ext") not in ("jpeg", "jpg")
+            or info.get("cs-name") == "DeviceCMYK"
+        ):
             return None
         bbox = page.get_image_bbox(images[0])
         if bbox.is_empty or bbox.get_area() < 0.9 * page.rect.get_area():

@@ -25,7 +25,7 @@ class RetryPolicy:
         A server's retry-after is a floor (waiting less only earns another 429) but is capped,
         so a hostile or confused header cannot park a task for hours.
         """
-        backoff = random.uniform(0, min(self.cap_s, self.base_s * 2**retries_done))  # noqa: S311
+        backoff = random.uniform(0, min(self.cap_s, self.base_s * 2**retries_done))
         if retry_after_s is not None:
             backoff = max(backoff, retry_after_s)
         return min(backoff, self.cap_s)

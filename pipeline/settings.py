@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     ocr_scanned_pages: bool = True
 
     # Global rate limits shared by every worker through Redis, e.g.
-    # "anthropic:claude-sonnet-4-6=rpm:50,itpm:30000,otpm:8000,inflight:8;openai_compat:*=inflight:64"
+    # "anthropic:claude-sonnet-4-6=rpm:50,itpm:30000,otpm:8000,inflight:8;
+    #  openai_compat:*=inflight:64"
     rate_limits: str = ""
     rate_limit_redis_url: str | None = None  # default: the broker's Redis
     rate_limit_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
@@ -146,4 +147,3 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
-

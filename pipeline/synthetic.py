@@ -71,9 +71,7 @@ class SyntheticInvoice:
             "subtotal": f"{self.subtotal:.2f}",
             "tax": f"{self.tax:.2f}",
             "total": f"{self.total:.2f}",
-            "line_items": [
-                {k: str(v) for k, v in item.items()} for item in self.line_items
-            ],
+            "line_items": [{k: str(v) for k, v in item.items()} for item in self.line_items],
         }
 
 
@@ -147,13 +145,14 @@ def render_pdf(invoice: SyntheticInvoice, rows_per_page: int = 25) -> bytes:
         if page_no == len(chunks):
             page.draw_line((330, y), (545, y))
             y += 16
-            for label, value in (
+            totals: tuple[tuple[str, Decimal], ...] = (
                 ("Subtotal", invoice.subtotal),
                 (f"VAT {invoice.tax_rate}%", invoice.tax),
                 (f"Total {invoice.currency}", invoice.total),
-            ):
-                page.insert_text((390, y), label, fontsize=10, fontname="hebo")
-                page.insert_text((490, y), _money(value), fontsize=10)
+            )
+            for name, amount in totals:
+                page.insert_text((390, y), name, fontsize=10, fontname="hebo")
+                page.insert_text((490, y), _money(amount), fontsize=10)
                 y += 16
             page.insert_text(
                 (50, 800), f"Payment due by {invoice.due_date.isoformat()}.", fontsize=8
@@ -170,7 +169,8 @@ def scanned_pdf(pdf: bytes, seed: int = 0, dpi: int = 200) -> bytes:
     rng = random.Random(seed)
     source = pymupdf.open(stream=pdf, filetype="pdf")
     out = pymupdf.open()
-    for page in source:
+    for index in range(source.page_count):
+        page = source[index]
         pix = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
         image = Image.frombytes("L", (pix.width, pix.height), pix.samples)
         image = image.rotate(rng.uniform(-1.2, 1.2), expand=False, fillcolor=255)
@@ -200,7 +200,11 @@ def demo_documents() -> list[tuple[str, bytes, dict[str, Any] | None]]:
     multi = make_invoice(3, items=45)
     return [
         ("incoming/clean invoice.pdf", render_pdf(clean), clean.expected()),
-        ("incoming/scanned-invoice.pdf", scanned_pdf(render_pdf(scanned), seed=2), scanned.expected()),
+        (
+            "incoming/scanned-invoice.pdf",
+            scanned_pdf(render_pdf(scanned), seed=2),
+            scanned.expected(),
+        ),
         ("incoming/multi-page+invoice.pdf", render_pdf(multi, rows_per_page=20), multi.expected()),
         ("incoming/corrupt.pdf", corrupt_pdf(render_pdf(clean)), None),
     ]

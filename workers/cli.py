@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
+import tempfile
 import threading
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -39,7 +41,7 @@ def _settings() -> Settings:
         _die(str(exc))
 
 
-def _die(message: str, code: int = 1) -> typer.Exit:
+def _die(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -212,6 +214,11 @@ def _print_table(records: list[dict[str, Any]]) -> None:
     console.print(f"{len(records)} document(s), total cost ${total:.6f}")
 
 
+def _beat_schedule() -> Path:
+    # Beat's own state file; the schedule itself is in code, so losing it only re-runs a sweep.
+    return Path(tempfile.gettempdir()) / f"pagemill-beat-{os.getpid()}"
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
@@ -243,7 +250,7 @@ def worker(
             f"--queues={queues_ or ','.join(queues.CONSUMED)}",
             "--without-gossip",
             "--without-mingle",
-            *(["--beat", "--schedule=/tmp/pagemill-beat"] if with_beat else []),
+            *(["--beat", f"--schedule={_beat_schedule()}"] if with_beat else []),
         ]
     )
 
@@ -281,12 +288,13 @@ def ingest(
 
     stop = threading.Event()
     if webhook:
-        if settings.webhook_secret is None:
+        secret = settings.webhook_secret
+        if secret is None:
             _die("set PAGEMILL_WEBHOOK_SECRET: the webhook only accepts signed requests")
         server = intake.make_webhook_server(
             settings.webhook_host,
             settings.webhook_port,
-            settings.webhook_secret.get_secret_value(),
+            secret.get_secret_value(),
             handle,
         )
         host, port = server.server_address[:2]
@@ -297,7 +305,7 @@ def ingest(
             server.shutdown()
         return
     url = queue_url or settings.sqs_queue_url
-    if not url:
+    if url is None:
         _die("no queue: pass --queue-url or set PAGEMILL_SQS_QUEUE_URL (or use --webhook)")
     try:
         intake.consume_sqs(
@@ -309,6 +317,83 @@ def ingest(
         )
     except KeyboardInterrupt:
         stop.set()
+
+
+@app.command("eval")
+def evaluate_dir(
+    directory: Annotated[
+        Path, typer.Argument(help="A folder with docs/ and gt/ (samples layout).")
+    ],
+    provider: Annotated[str | None, typer.Option(help="Extractor to evaluate.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
+    schema: Annotated[str, typer.Option(help="Schema name.")] = "invoice",
+) -> None:
+    """Score extraction against ground truth, per field and per document kind."""
+    import time
+
+    from pipeline.costing import load_price_table
+    from pipeline.evaluation import evaluate, format_report, load_cases
+    from pipeline.extractors import build_extractor
+    from pipeline.schemas import get_schema
+    from pipeline.usecases.extract_file import extract_bytes, read_input
+
+    settings = _settings()
+    try:
+        cases = load_cases(directory)
+        spec = get_schema(schema)
+        extractor = build_extractor(settings, provider)
+    except (OSError, PipelineError) as exc:
+        _die(str(exc))
+    prices = load_price_table(settings.price_table)
+
+    def run(path: Path) -> tuple[dict[str, Any], Decimal, float]:
+        started = time.perf_counter()
+        result, meter = extract_bytes(
+            read_input(path, settings.max_file_bytes), extractor, spec, prices, settings
+        )
+        return result.data or {}, meter.cost_usd, time.perf_counter() - started
+
+    from rich.progress import track
+
+    report = evaluate(track(cases, description="evaluating", transient=True), run)
+    typer.echo(format_report(report))
+    if out is not None:
+        out.write_text(json.dumps(report.to_dict(), indent=2, default=str, ensure_ascii=False))
+        typer.echo(f"report written to {out}")
+
+
+@app.command()
+def review(
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """Documents whose values broke a business rule or were not found on the page."""
+    from sqlalchemy import select
+
+    from pipeline.db.models import Document, Extraction
+
+    with _sessions(_settings())() as session:
+        rows = session.execute(
+            select(Document.id, Document.bucket, Document.key, Extraction.review_reasons)
+            .join(Extraction, Extraction.document_id == Document.id)
+            .where(Document.status == "needs_review")
+            .order_by(Document.id.desc())
+            .limit(limit)
+        ).all()
+    records = [
+        {"document_id": r.id, "bucket": r.bucket, "key": r.key, "reasons": r.review_reasons}
+        for r in rows
+    ]
+    if output_format is OutputFormat.JSON:
+        typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        return
+    if not records:
+        typer.echo("nothing to review")
+        return
+    for record in records:
+        typer.echo(f"{record['document_id']:>6}  {record['bucket']}/{record['key']}")
+        for reason in record["reasons"]:
+            typer.echo(f"        - {reason}")
 
 
 def _sessions(settings: Settings) -> Any:
@@ -459,7 +544,7 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     """Run the scheduler for the periodic sweep and reconciliation (run exactly one)."""
     from workers.app import app as celery_app
 
-    celery_app.start(["beat", f"--loglevel={loglevel}", "--schedule=/tmp/pagemill-beat"])
+    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={_beat_schedule()}"])
 
 
 @app.command()

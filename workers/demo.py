@@ -113,6 +113,10 @@ def run_demo(settings: Settings, *, keep: bool = False, timeout_s: int = 300) ->
             console.print(f"--- {process.name} log (last lines) ---\n{process.tail()}")
         return 1
     console.print(f"logs in {log_dir}")
+    console.print(
+        "next: `pagemill dlq list` shows the corrupt file's dead letter; "
+        "`pagemill results --format json` the data; SQL views invoice_results, invoice_line_items"
+    )
     if keep and s3_server is not None:
         console.print(f"services left running; S3 at {settings.s3_endpoint_url}")
         try:

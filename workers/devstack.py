@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +41,8 @@ def start_s3_server() -> S3Server:
             "no S3 server configured and moto is not installed: pip install 'moto[server]' "
             "or set PAGEMILL_S3_ENDPOINT_URL",
         ) from None
+    # moto serves through werkzeug, which logs every request at INFO.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -54,9 +54,7 @@ def retry_policy() -> RetryPolicy:
 
 def _publish_dead_letter(document_id: int, error: str) -> None:
     # Postgres holds the dead letter; this copy lets queue-watching tools see it too.
-    app.send_task(
-        "pagemill.dead_letter", args=[document_id, error], queue=queues.DEAD_LETTER
-    )
+    app.send_task("pagemill.dead_letter", args=[document_id, error], queue=queues.DEAD_LETTER)
 
 
 def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
@@ -72,7 +70,7 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
                 status = fn(document_id)
             except Retry:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - classified below; nothing is lost
                 error = classify(exc)
                 retries = self.request.retries or 0
                 rules = retry_policy()
@@ -87,7 +85,9 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
                         countdown,
                     )
                     raise self.retry(countdown=countdown, exc=exc) from None
-                log.warning("document %s: giving up after %d retries: %s", document_id, retries, error)
+                log.warning(
+                    "document %s: giving up after %d retries: %s", document_id, retries, error
+                )
                 give_up(collaborators().sessions, document_id, error)
                 _publish_dead_letter(document_id, str(error))
                 return f"failed: {error.category}"

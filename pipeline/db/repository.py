@@ -207,7 +207,7 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
         grounding=result.grounding,
         review_reasons=result.review_reasons,
     )
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         constraint="uq_extractions_document_schema",
         set_={
             "schema_version": stmt.excluded.schema_version,
@@ -222,7 +222,7 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
         },
         where=Extraction.valid.is_(False),
     ).returning(Extraction.id)
-    return session.execute(stmt).scalar_one_or_none() is not None
+    return session.execute(upsert).scalar_one_or_none() is not None
 
 
 def finish_document(

@@ -79,7 +79,6 @@ def tool_name(schema: SchemaSpec) -> str:
     return f"record_{safe}"[:64]
 
 
-
 # --- the extractor -----------------------------------------------------------------------------
 
 

@@ -269,8 +269,12 @@ def high_res_tiles(
     tiles = []
     for row in range(rows):
         for col in range(cols):
-            box = (col * tile_w, row * tile_h, min((col + 1) * tile_w, image.width),
-                   min((row + 1) * tile_h, image.height))
+            box = (
+                col * tile_w,
+                row * tile_h,
+                min((col + 1) * tile_w, image.width),
+                min((row + 1) * tile_h, image.height),
+            )
             part = image.crop(box)
             data = encode_jpeg(part)
             tiles.append(

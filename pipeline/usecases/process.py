@@ -103,9 +103,7 @@ def _claim(deps: Collaborators, document_id: int, stage: Stage) -> Claimed | Doc
         existing = repo.valid_extraction(session, document_id, doc.schema_name)
         if existing is not None:
             # Crashed after the result was stored: finish, never call the model again.
-            status = (
-                DocumentStatus.NEEDS_REVIEW if existing.review_reasons else DocumentStatus.DONE
-            )
+            status = DocumentStatus.NEEDS_REVIEW if existing.review_reasons else DocumentStatus.DONE
             repo.finish_document(session, document_id, status)
             return status
         return Claimed(
@@ -145,7 +143,8 @@ def prepare_document(deps: Collaborators, document_id: int) -> Stage | DocumentS
             kept: list[PageContent] = []
             for index in range(0, source.page_count, _STORE_BATCH):
                 batch = [
-                    source.page(i) for i in range(index, min(index + _STORE_BATCH, source.page_count))
+                    source.page(i)
+                    for i in range(index, min(index + _STORE_BATCH, source.page_count))
                 ]
                 for page in batch:
                     if ocr:
@@ -215,9 +214,7 @@ def extract_document(deps: Collaborators, document_id: int) -> DocumentStatus | 
         )
         with deps.sessions() as session:
             words_only = repo.load_pages(session, document_id, 0, page_count, with_images=False)
-        return _finish(
-            deps, document_id, claimed, extractor, result, words_only, renderer, meter
-        )
+        return _finish(deps, document_id, claimed, extractor, result, words_only, renderer, meter)
     except TransientError as exc:
         _give_back(deps, document_id, meter, exc)
         raise

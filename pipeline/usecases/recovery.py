@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import storage
@@ -88,7 +88,7 @@ def reconcile(
                     Document.key == ref.key,
                     or_(
                         Document.version == ref.version,
-                        Document.created_at >= modified if modified else False,
+                        Document.created_at >= modified if modified else false(),
                     ),
                 )
             ).scalar_one()

@@ -174,7 +174,10 @@ def test_upload_to_result_and_cost_rows_with_the_anthropic_sdk(
     assert row.model == "claude-sonnet-4-6" and row.request_id
     # Sonnet list price per million tokens: $3 input, $15 output, $3.75 cache write, $0.30 read.
     expected = (
-        row.input_tokens * 3 + row.output_tokens * 15 + row.cache_write * 3.75 + row.cache_read * 0.3
+        row.input_tokens * 3
+        + row.output_tokens * 15
+        + row.cache_write * 3.75
+        + row.cache_read * 0.3
     ) / 1_000_000
     assert float(row.cost_usd) == pytest.approx(expected, rel=1e-6) and row.cost_usd > 0
     # The API key never reaches a log.

@@ -105,7 +105,9 @@ def test_anthropic_result_and_cost_rows(
             select(Extraction).where(Extraction.document_id == doc_id)
         ).scalar_one()
         row = session.execute(
-            text("SELECT invoice_number, total, cost_usd FROM invoice_results WHERE document_id=:d"),
+            text(
+                "SELECT invoice_number, total, cost_usd FROM invoice_results WHERE document_id=:d"
+            ),
             {"d": doc_id},
         ).one()
     assert extraction.valid and extraction.data is not None

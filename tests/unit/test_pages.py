@@ -16,9 +16,8 @@ from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
 
 
 def _category(data: bytes, limits: Limits | None = None) -> ErrorCategory:
-    with pytest.raises(PermanentError) as info:
-        with opened(data, limits or Limits()) as doc:
-            list(doc.pages())
+    with pytest.raises(PermanentError) as info, opened(data, limits or Limits()) as doc:
+        list(doc.pages())
     return info.value.category
 
 
@@ -144,7 +143,10 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
 
 def test_pdf_without_pages() -> None:
     # PyMuPDF refuses to save an empty document, so write the smallest valid one by hand.
-    body = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+    body = (
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+    )
     xref = len(body)
     pdf = body + (
         b"xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000052 00000 n \n"

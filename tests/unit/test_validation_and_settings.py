@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.errors import ErrorCategory, PermanentError, TransientError
 from pipeline.retry import RetryPolicy
 from pipeline.schemas import get_schema
 from pipeline.settings import SettingsError, load_settings
 from pipeline.validation import feedback_for, validate
-from pipeline.errors import ErrorCategory, PermanentError, TransientError
 
 INVOICE = get_schema("invoice")
 

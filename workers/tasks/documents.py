@@ -22,7 +22,10 @@ def extract_document(document_id: int) -> DocumentStatus | None:
     return process.extract_document(collaborators(), int(document_id))
 
 
-_TASKS = {Stage.PREPARE: (prepare_document, queues.PREPARE), Stage.EXTRACT: (extract_document, queues.EXTRACT)}
+_TASKS = {
+    Stage.PREPARE: (prepare_document, queues.PREPARE),
+    Stage.EXTRACT: (extract_document, queues.EXTRACT),
+}
 
 
 def enqueue_document(document_id: int, stage: Stage | str = Stage.PREPARE) -> None:

@@ -249,6 +249,10 @@ def _amount_values(text: str) -> tuple[Decimal, ...]:
     return tuple(-v for v in values) if negative else values
 
 
+# Two decimals after a separator, as money is printed ("1.005,55", "681.87", "0,00").
+_CENTS = re.compile(r"\d[.,]\d{2}(?!\d)")
+
+
 # --- dates ---------------------------------------------------------------------------------
 
 _MONTHS: dict[str, int] = {}
@@ -684,6 +688,9 @@ class _Page:
             self._amounts = index
         return self._amounts
 
+    def has_cents(self, span: Span) -> bool:
+        return any(_CENTS.search(self.words[i].text) for i in span)
+
     def column_rank(self, span: Span) -> tuple[bool, bool, float]:
         """Orders a row's numbers for the leftmost-value rule: a bare integer starting the line
         is a position number, one after a word in its own cell belongs to that word ("BC: 3");
@@ -775,6 +782,7 @@ class _Grounder:
         self.pages = pages
         self.kinds = kinds
         self.result = Grounding()
+        self._prints_cents: bool | None = None
 
     # walking the data
 
@@ -880,7 +888,12 @@ class _Grounder:
         if kind in ("amount", "quantity"):
             number = _as_decimal(value)
             if number is not None:
-                return self.numbers(number)
+                found = self.numbers(number)
+                if kind == "amount" and self.prints_cents():
+                    # Where money is printed with cents, a bare "1" (a page number, a
+                    # quantity) is no evidence for an amount of 1.00.
+                    found = [(p, s) for p, s in found if p.has_cents(s)]
+                return found
         elif kind == "date":
             day = _as_date(value)
             if day is not None:
@@ -888,6 +901,13 @@ class _Grounder:
         elif kind == "currency" and isinstance(value, str) and value.strip().upper() in ISO_4217:
             return self.currency(value.strip().upper())
         return self.text(str(value), "identifier" if kind == "identifier" else "text")
+
+    def prints_cents(self) -> bool:
+        if self._prints_cents is None:
+            self._prints_cents = any(
+                _CENTS.search(w.text) for page in self.pages for w in page.words
+            )
+        return self._prints_cents
 
     def numbers(self, value: Decimal) -> list[Candidate]:
         out: list[Candidate] = []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class SettingsError(RuntimeError):
@@ -44,7 +45,13 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str = "Qwen/Qwen2-VL-7B-Instruct"
     openai_timeout_s: Annotated[float, Field(gt=0, le=600)] = 120.0
-    schema_name: str = "invoice"
+    schema_name: str = "invoice"  # the default schema for new documents
+    # User schemas: "pkg.module:Model" or JSON Schema file paths, comma-separated or a JSON list.
+    user_schemas: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Which schema a new object gets, e.g. "receipts/=receipt;s3://ap/*=invoice;*=invoice".
+    # Object metadata x-amz-meta-pagemill-schema wins, then the longest prefix, then schema_name.
+    schema_routes: str = ""
+    schema_from_metadata: bool = True  # one HEAD request per event to read the metadata
     price_table: Path | None = None
     max_pages: Annotated[int, Field(ge=1)] = 200
     max_file_bytes: Annotated[int, Field(ge=1)] = 100 * 1024 * 1024
@@ -91,6 +98,24 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("user_schemas", mode="before")
+    @classmethod
+    def _split_user_schemas(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("schema_routes")
+    @classmethod
+    def _parse_schema_routes(cls, value: str) -> str:
+        from pipeline.routing import parse_routes
+
+        parse_routes(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("rate_limits")

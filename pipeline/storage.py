@@ -218,6 +218,11 @@ def _object_params(ref: ObjectRef) -> dict[str, str]:
 
 def head_object(s3: S3Client, ref: ObjectRef) -> ObjectRef:
     """`ref` with size and version (version id, else ETag) filled from HeadObject."""
+    return head_object_metadata(s3, ref)[0]
+
+
+def head_object_metadata(s3: S3Client, ref: ObjectRef) -> tuple[ObjectRef, dict[str, str]]:
+    """HeadObject: `ref` with size and version filled, and the object's user metadata."""
     try:
         head = s3.head_object(**_object_params(ref))
     except (ClientError, BotoCoreError) as exc:
@@ -228,9 +233,11 @@ def head_object(s3: S3Client, ref: ObjectRef) -> ObjectRef:
     else:
         version = _strip_etag(head.get("ETag")) or ref.version
     size = head.get("ContentLength")
-    return dataclasses.replace(
+    metadata = head.get("Metadata") or {}
+    filled = dataclasses.replace(
         ref, version=version, size=size if isinstance(size, int) else ref.size
     )
+    return filled, {str(k): str(v) for k, v in metadata.items()}
 
 
 def download(s3: S3Client, ref: ObjectRef, max_bytes: int) -> bytes:

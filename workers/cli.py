@@ -41,6 +41,12 @@ def _settings() -> Settings:
         _die(str(exc))
 
 
+def _user_schemas(settings: Settings) -> None:
+    from pipeline.routing import configure_schemas
+
+    configure_schemas(settings.user_schemas, settings.schema_routes, settings.schema_name)
+
+
 def _die(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -87,6 +93,7 @@ def extract(
 
     settings = _settings()
     try:
+        _user_schemas(settings)
         spec = get_schema(schema)
         extractor = build_extractor(settings, provider)
         data = read_input(file, settings.max_file_bytes)
@@ -268,21 +275,32 @@ def ingest(
     """Turn bucket events into documents and enqueue them (SQS queue or webhook)."""
     from pipeline.db.session import make_engine, make_session_factory
     from pipeline.domain import ObjectRef
-    from pipeline.storage import make_sqs_client
-    from pipeline.usecases.ingest import ingest_object
+    from pipeline.routing import configure_schemas
+    from pipeline.storage import make_s3_client, make_sqs_client
+    from pipeline.usecases.ingest import ingest_event_object
     from workers import intake
     from workers.tasks.documents import enqueue_document
 
     _logging(verbose)
     settings = _settings()
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
+    try:
+        routes = configure_schemas(
+            settings.user_schemas, settings.schema_routes, settings.schema_name
+        )
+    except PipelineError as exc:
+        _die(str(exc))
+    s3 = make_s3_client(settings)
 
     def handle(ref: ObjectRef) -> None:
-        ingest_object(
+        ingest_event_object(
             sessions,
+            s3,
             ref,
-            schema_name=settings.schema_name,
+            routes=routes,
+            default_schema=settings.schema_name,
             provider=settings.default_provider,
+            read_metadata=settings.schema_from_metadata,
             enqueue=enqueue_document,
         )
 
@@ -339,6 +357,7 @@ def evaluate_dir(
 
     settings = _settings()
     try:
+        _user_schemas(settings)
         cases = load_cases(directory)
         spec = get_schema(schema)
         extractor = build_extractor(settings, provider)

@@ -10,6 +10,7 @@ from pipeline.db.session import make_engine, make_session_factory
 from pipeline.extractors import build_extractor
 from pipeline.extractors.base import Extractor
 from pipeline.ratelimit import make_rate_limiter
+from pipeline.routing import configure_schemas
 from pipeline.settings import get_settings
 from pipeline.storage import make_s3_client
 from pipeline.usecases.process import Collaborators
@@ -22,6 +23,8 @@ def collaborators() -> Collaborators:
     # Built lazily in the worker child, never in the parent before fork: sockets and
     # connection pools must not be shared across processes.
     settings = get_settings()
+    # Worker processes look schemas up by the name stored on each document.
+    configure_schemas(settings.user_schemas, settings.schema_routes, settings.schema_name)
     engine = make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 20))
     extractors: dict[str, Extractor] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,11 @@ from pydantic import BaseModel
 from pipeline.checks import Rule
 from pipeline.errors import ErrorCategory, PermanentError
 
+BUILTIN = "builtin"
+
+# Names travel in object metadata, route settings, tool names and database rows: keep them plain.
+SCHEMA_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
 
 @dataclass(frozen=True, slots=True)
 class SchemaSpec:
@@ -19,6 +25,7 @@ class SchemaSpec:
     model: type[BaseModel]
     instructions: str
     rules: Sequence[Rule] = field(default_factory=tuple)  # business rules beyond the types
+    source: str = BUILTIN  # where a user schema came from (its ref), so clashes can be named
 
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
@@ -49,5 +56,5 @@ def schema_names() -> list[str]:
 
 
 def _load_builtins() -> None:
-    # Importing the module registers it; kept lazy so that importing the registry stays cheap.
-    from pipeline.schemas import invoice  # noqa: F401
+    # Importing a module registers it; kept lazy so that importing the registry stays cheap.
+    from pipeline.schemas import invoice, receipt  # noqa: F401

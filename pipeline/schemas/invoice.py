@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import checks
-from pipeline.currencies import ISO_4217
 from pipeline.schemas import SchemaSpec, register_schema
-
-Amount = Annotated[Decimal, Field(max_digits=18, decimal_places=4)]
+from pipeline.schemas.fields import Amount, clean_text, iso_currency_code
 
 
 class LineItem(BaseModel):
@@ -42,20 +38,12 @@ class Invoice(BaseModel):
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        code = value.strip().upper()
-        if code not in ISO_4217:
-            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
-        return code
+        return iso_currency_code(value)
 
     @field_validator("invoice_number", "vendor_name", "vendor_address", "customer_name")
     @classmethod
     def _strip(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        return value or None
+        return clean_text(value)
 
 
 INVOICE = register_schema(

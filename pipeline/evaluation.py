@@ -1,0 +1,372 @@
+"""Accuracy evaluation against ground truth: loading cases, scoring fields, and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+# The fields the samples' README scores, in report order.
+SCORED_FIELDS: tuple[str, ...] = (
+    "invoice_number",
+    "date",
+    "total",
+    "currency",
+    "vendor_name",
+    "tax",
+)
+AMOUNT_FIELDS = frozenset({"total", "tax", "subtotal", "amount_due"})
+# Ground-truth name -> name in our schema, where they differ.
+PREDICTION_KEYS: dict[str, str] = {"date": "invoice_date"}
+
+_LEGAL_FORMS = frozenset(
+    {
+        *("gmbh", "mbh", "ag", "kg", "kgaa", "ug", "ohg", "gbr", "ek", "se"),
+        *("co", "cie", "company", "corp", "corporation", "inc", "incorporated"),
+        *("ltd", "limited", "llc", "llp", "lp", "plc"),
+        *("sarl", "sas", "sasu", "sa", "eurl", "sci", "snc"),
+        *("bv", "nv", "vof", "cv", "oy", "ab", "as", "aps", "srl", "spa", "sl", "pty"),
+    }
+)
+
+ExtractFn = Callable[[Path], tuple[dict[str, Any], Decimal, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One document with its ground truth."""
+
+    name: str
+    path: Path
+    kind: str
+    pages: int
+    fields: dict[str, Any]
+    line_items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_cases(directory: Path | str) -> list[Case]:
+    """Cases from DIR/gt/*.json, each naming its document in DIR/docs/ (the samples layout)."""
+    root = Path(directory)
+    gt_dir, docs_dir = root / "gt", root / "docs"
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"{gt_dir} does not exist: expected DIR/gt/*.json and DIR/docs/")
+    cases: list[Case] = []
+    missing: list[str] = []
+    for gt_path in sorted(gt_dir.glob("*.json")):
+        gt = json.loads(gt_path.read_text(encoding="utf-8"))
+        doc_name = gt.get("doc") or f"{gt_path.stem}.pdf"
+        doc_path = docs_dir / doc_name
+        if not doc_path.is_file():
+            missing.append(doc_name)
+            continue
+        cases.append(
+            Case(
+                name=doc_name,
+                path=doc_path,
+                kind=str(gt.get("kind") or "unknown"),
+                pages=int(gt.get("pages") or 1),
+                fields=dict(gt.get("fields") or {}),
+                line_items=list(gt.get("line_items") or []),
+            )
+        )
+    if missing:
+        raise FileNotFoundError(f"ground truth names documents not in {docs_dir}: {missing}")
+    return cases
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+
+
+def _iso_date(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value.strip()):
+        return value.strip()[:10]
+    return None
+
+
+def invoice_number_key(value: Any) -> str:
+    """Spaces and a leading '#' ignored, case-insensitive."""
+    return re.sub(r"\s+", "", str(value)).lstrip("#").casefold()
+
+
+def vendor_key(value: Any) -> list[str]:
+    """Words of a company name without punctuation, accents or legal-form suffixes."""
+    words = re.sub(r"[^\w\s]", " ", _fold(str(value))).split()
+    # "S.A.R.L." splits into letters: join single letters back before dropping legal forms.
+    joined: list[str] = []
+    letters = ""
+    for word in [*words, ""]:
+        if len(word) == 1 and word.isalpha():
+            letters += word
+            continue
+        if letters:
+            joined.append(letters)
+            letters = ""
+        if word:
+            joined.append(word)
+    return [w for w in joined if w not in _LEGAL_FORMS]
+
+
+def _contains(outer: Sequence[str], inner: Sequence[str]) -> bool:
+    size = len(inner)
+    return any(list(outer[i : i + size]) == list(inner) for i in range(len(outer) - size + 1))
+
+
+def vendor_matches(predicted: Any, expected: Any) -> bool:
+    got, want = vendor_key(predicted), vendor_key(expected)
+    if not got or not want:
+        return False
+    return _contains(got, want) or _contains(want, got)
+
+
+def score_field(name: str, predicted: Any, expected: Any) -> bool | None:
+    """One field by the samples' rules; None when the ground truth has no value (not scored)."""
+    if expected is None:
+        return None
+    if predicted is None or predicted == "":
+        return False
+    if name in AMOUNT_FIELDS:
+        got, want = _decimal(predicted), _decimal(expected)
+        return got is not None and want is not None and got == want
+    if name in {"date", "invoice_date", "due_date"}:
+        return _iso_date(predicted) == _iso_date(expected)
+    if name == "invoice_number":
+        return invoice_number_key(predicted) == invoice_number_key(expected)
+    if name == "vendor_name":
+        return vendor_matches(predicted, expected)
+    if name == "currency":
+        return str(predicted).strip() == str(expected).strip()
+    return _fold(str(predicted).strip()) == _fold(str(expected).strip())
+
+
+def score_fields(pred: dict[str, Any], gt_fields: dict[str, Any]) -> dict[str, bool | None]:
+    """Every ground-truth field: True/False, or None where the ground truth is null."""
+    return {
+        name: score_field(name, pred.get(PREDICTION_KEYS.get(name, name), pred.get(name)), want)
+        for name, want in gt_fields.items()
+    }
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DocResult:
+    name: str
+    kind: str
+    pages: int
+    scores: dict[str, bool | None]
+    prediction: dict[str, Any]
+    expected: dict[str, Any]
+    cost_usd: Decimal = Decimal(0)
+    latency_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def wrong(self) -> list[str]:
+        return [name for name, ok in self.scores.items() if ok is False]
+
+
+@dataclass(frozen=True, slots=True)
+class Accuracy:
+    correct: int
+    scored: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    def __str__(self) -> str:
+        if not self.scored:
+            return "-"
+        return f"{self.correct}/{self.scored} {100.0 * self.correct / self.scored:5.1f}%"
+
+
+@dataclass(slots=True)
+class Report:
+    fields: tuple[str, ...]
+    docs: list[DocResult]
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({d.kind for d in self.docs})
+
+    def accuracy(self, name: str | None = None, kind: str | None = None) -> Accuracy:
+        """Accuracy of one field (or all scored fields), overall or for one document kind."""
+        names = self.fields if name is None else (name,)
+        results = [
+            d.scores.get(n) for d in self.docs if kind is None or d.kind == kind for n in names
+        ]
+        scored = [r for r in results if r is not None]
+        return Accuracy(sum(1 for r in scored if r), len(scored))
+
+    @property
+    def total_cost_usd(self) -> Decimal:
+        return sum((d.cost_usd for d in self.docs), Decimal(0))
+
+    def seconds_per_page(self, kind: str | None = None) -> float | None:
+        chosen = [d for d in self.docs if kind is None or d.kind == kind]
+        pages = sum(d.pages for d in chosen)
+        return sum(d.latency_s for d in chosen) / pages if pages else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for `--out report.json`."""
+
+        def acc(value: Accuracy) -> dict[str, Any]:
+            return {"correct": value.correct, "scored": value.scored, "rate": value.rate}
+
+        return {
+            "fields": list(self.fields),
+            "overall": {n: acc(self.accuracy(n)) for n in self.fields}
+            | {"all": acc(self.accuracy())},
+            "by_kind": {
+                k: {n: acc(self.accuracy(n, k)) for n in self.fields}
+                | {"all": acc(self.accuracy(None, k))}
+                for k in self.kinds
+            },
+            "cost_usd": str(self.total_cost_usd),
+            "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
+            | {"all": self.seconds_per_page()},
+            "docs": [
+                {
+                    "doc": d.name,
+                    "kind": d.kind,
+                    "pages": d.pages,
+                    "scores": d.scores,
+                    "wrong": {
+                        n: {"expected": d.expected.get(n), "got": _predicted(d.prediction, n)}
+                        for n in d.wrong
+                    },
+                    "cost_usd": str(d.cost_usd),
+                    "latency_s": round(d.latency_s, 3),
+                    "error": d.error,
+                }
+                for d in self.docs
+            ],
+        }
+
+
+def _predicted(prediction: dict[str, Any], name: str) -> Any:
+    value = prediction.get(PREDICTION_KEYS.get(name, name), prediction.get(name))
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+def evaluate(
+    cases: Iterable[Case], extract_fn: ExtractFn, fields: Sequence[str] = SCORED_FIELDS
+) -> Report:
+    """Run `extract_fn` on every case and score it. A document that fails counts every scored
+    field as wrong and keeps the error; it does not stop the run."""
+    docs: list[DocResult] = []
+    for case in cases:
+        expected = {n: case.fields.get(n) for n in fields}
+        started = time.perf_counter()
+        try:
+            data, cost, latency = extract_fn(case.path)
+        except Exception as exc:  # noqa: BLE001 - one broken document must not end the run
+            docs.append(
+                DocResult(
+                    name=case.name,
+                    kind=case.kind,
+                    pages=case.pages,
+                    scores={n: (None if v is None else False) for n, v in expected.items()},
+                    prediction={},
+                    expected=expected,
+                    latency_s=time.perf_counter() - started,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
+            continue
+        docs.append(
+            DocResult(
+                name=case.name,
+                kind=case.kind,
+                pages=case.pages,
+                scores=score_fields(data, expected),
+                prediction=data,
+                expected=expected,
+                cost_usd=cost,
+                latency_s=latency,
+            )
+        )
+    return Report(fields=tuple(fields), docs=docs)
+
+
+def format_report(report: Report) -> str:
+    """Plain-text tables: per-field accuracy (overall and per kind), then one row per doc."""
+    kinds = report.kinds
+    headers = ["field", "overall", *kinds]
+    rows = [
+        [n, str(report.accuracy(n)), *(str(report.accuracy(n, k)) for k in kinds)]
+        for n in report.fields
+    ]
+    rows.append(
+        ["all fields", str(report.accuracy()), *(str(report.accuracy(None, k)) for k in kinds)]
+    )
+    per_page = report.seconds_per_page()
+    rows.append(
+        ["s/page", _seconds(per_page), *(_seconds(report.seconds_per_page(k)) for k in kinds)]
+    )
+    lines = _table(headers, rows)
+    lines.append("")
+    doc_rows = [
+        [
+            d.name,
+            d.kind,
+            str(d.pages),
+            str(
+                Accuracy(
+                    sum(1 for v in d.scores.values() if v),
+                    sum(1 for v in d.scores.values() if v is not None),
+                )
+            ),
+            f"{d.cost_usd:.4f}",
+            f"{d.latency_s:.2f}",
+            d.error
+            or ", ".join(
+                f"{n}: got {_predicted(d.prediction, n)!r}, want {d.expected.get(n)!r}"
+                for n in d.wrong
+            ),
+        ]
+        for d in report.docs
+    ]
+    lines += _table(["doc", "kind", "pages", "correct", "cost $", "latency s", "wrong"], doc_rows)
+    lines.append("")
+    lines.append(f"documents: {len(report.docs)}   total cost: ${report.total_cost_usd:.4f}")
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+
+    return [fmt(headers), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]

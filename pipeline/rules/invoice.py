@@ -1,0 +1,1353 @@
+"""Invoice rules over positioned words: header fields, totals, parties and line items."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from difflib import SequenceMatcher
+from typing import Any
+
+from pipeline.domain import Word
+from pipeline.rules import labels as L
+from pipeline.rules.layout import (
+    LabelHit,
+    LabelSpec,
+    Line,
+    Page,
+    below_words,
+    build_pages,
+    find_labels,
+    is_filler,
+    is_header,
+    page_text_height,
+    right_words,
+)
+from pipeline.rules.text import (
+    ParsedAmount,
+    clean_identifier,
+    currency_of_token,
+    find_dates,
+    format_amount,
+    is_currency_token,
+    needs_amount_nearby,
+    norm,
+    parse_amount,
+)
+
+PageWords = tuple[Sequence[Word], float, float]  # words, width and height in points
+
+_TOLERANCE = Decimal("0.015")  # rounding slack when checking that amounts add up
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in points
+# Re-read a region of a page by OCR, optionally limited to some characters: (page, box,
+# charset) -> text. Only OCR'd pages have one; the rules call it when a value is garbled.
+Reread = Callable[[int, Box, str | None], str]
+
+
+@dataclass(slots=True)
+class Doc:
+    pages: list[Page]
+    lines: list[Line]
+    hits: dict[int, list[LabelHit]]
+    month_first: bool = False
+    text_height: float = 10.0
+    reread: Reread | None = None
+
+    def hits_of(self, *fields: str) -> list[LabelHit]:
+        return [h for line in self.lines for h in self.hits[line.index] if h.field in fields]
+
+    def page_of(self, line: Line) -> Page:
+        return self.pages[line.page]
+
+    def rel_y(self, line: Line) -> float:
+        page = self.page_of(line)
+        return line.y0 / page.height if page.height else 0.0
+
+
+@dataclass(slots=True)
+class Candidate:
+    value: Any
+    score: float
+    line: int  # line index in reading order
+    source: str = ""
+    where: tuple[int, Box] | None = None  # page and box the value was read from
+
+
+@dataclass(slots=True)
+class InvoiceFields:
+    """The rules' answer; `as_dict` gives the invoice schema's JSON shape."""
+
+    invoice_number: str | None = None
+    invoice_date: date | None = None
+    due_date: date | None = None
+    vendor_name: str | None = None
+    vendor_address: str | None = None
+    customer_name: str | None = None
+    currency: str | None = None
+    subtotal: Decimal | None = None
+    tax: Decimal | None = None
+    total: Decimal | None = None
+    line_items: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        def amount(value: Decimal | None) -> str | None:
+            return None if value is None else format_amount(value)
+
+        return {
+            "invoice_number": self.invoice_number,
+            "invoice_date": self.invoice_date.isoformat() if self.invoice_date else None,
+            "due_date": self.due_date.isoformat() if self.due_date else None,
+            "vendor_name": self.vendor_name,
+            "vendor_address": self.vendor_address,
+            "customer_name": self.customer_name,
+            "currency": self.currency,
+            "subtotal": amount(self.subtotal),
+            "tax": amount(self.tax),
+            "total": amount(self.total),
+            "line_items": self.line_items,
+        }
+
+
+def extract_invoice(pages: Sequence[PageWords], reread: Reread | None = None) -> InvoiceFields:
+    """Run every rule over a document's pages (words in points, top-left origin). `reread`
+    lets the rules ask OCR again for one small region whose value came out garbled."""
+    doc = analyse(pages)
+    doc.reread = reread
+    result = InvoiceFields()
+    if not doc.lines:
+        return result
+    number, number_line = find_invoice_number(doc)
+    result.invoice_number = number
+    result.invoice_date, result.due_date = find_invoice_dates(doc, number_line)
+    result.subtotal, result.tax, result.total = find_totals(doc)
+    result.currency = find_currency(doc)
+    result.vendor_name, result.vendor_address, result.customer_name = find_parties(doc)
+    result.line_items = find_line_items(doc)
+    return result
+
+
+# --- analysis ------------------------------------------------------------------------------
+
+
+def analyse(pages: Sequence[PageWords]) -> Doc:
+    built = build_pages(pages)
+    lines = [line for page in built for line in page.lines]
+    hits = {
+        line.index: _party_labels_only_as_headings(
+            line, _outside_brackets(line, find_labels(line, L.ALL_LABELS))
+        )
+        for line in lines
+    }
+    doc = Doc(pages=built, lines=lines, hits=hits, text_height=page_text_height(lines))
+    _restack_headers(doc)
+    doc.month_first = _month_first(doc)
+    return doc
+
+
+def _outside_brackets(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
+    """Drop labels inside a parenthesis: "Net (plus 19% VAT) 376.37" names no tax amount."""
+    kept = []
+    for hit in hits:
+        before = line.ntext[: line.nspans[hit.start][0]]
+        if before.count("(") > before.count(")") and hit.field in L.AMOUNT_FIELDS:
+            continue
+        kept.append(hit)
+    return kept
+
+
+def _party_labels_only_as_headings(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
+    """ "Client", "Seller", "Fournisseur" are also ordinary words ("LE CLIENT", "Seller line 2",
+    "me@buyer.com"): as party labels they must open their cell and end it or end in a colon."""
+    kept = []
+    for hit in hits:
+        if hit.field in {"seller", "customer", "ship_to"}:
+            start, end = line.segment_of(hit.start)
+            label_text = line.words_between(hit.start, hit.end)
+            opens = hit.start == start
+            closes = (
+                hit.end >= end
+                or label_text.endswith(":")
+                or (hit.end < len(line.words) and line.words[hit.end].text.startswith(":"))
+            )
+            if not (opens and closes):
+                continue
+        kept.append(hit)
+    return kept
+
+
+def _restack_headers(doc: Doc) -> None:
+    """A table header may wrap ("Shipment" over "Date"): read the word above a weak header
+    label together with it, so "Shipment Date" is not taken for the invoice date."""
+    by_index = {line.index: line for line in doc.lines}
+    for line in doc.lines:
+        updated: list[LabelHit] = []
+        for hit in doc.hits[line.index]:
+            replacement = hit
+            if (
+                hit.spec.priority <= 2
+                and is_header(hit, doc.hits[line.index])
+                and not any(
+                    c.isdigit() for w in right_words(hit, doc.hits[line.index]) for c in w.text
+                )
+            ):
+                above = by_index.get(line.index - 1)
+                if above is not None and above.page == line.page:
+                    gap = line.y0 - above.y1
+                    stacked = [w for w in above.words if w.x0 < hit.x1 + 2 and w.x1 > hit.x0 - 2]
+                    if stacked and gap < 0.8 * line.height:
+                        label = norm(hit.line.words_between(hit.start, hit.end))
+                        prefix = norm(" ".join(w.text for w in stacked))
+                        replacement = _restacked(hit, f"{prefix} {label}", len(prefix))
+            updated.append(replacement)
+        doc.hits[line.index] = updated
+
+
+def _restacked(hit: LabelHit, text: str, prefix_length: int) -> LabelHit:
+    """`hit` relabelled by the longest label that ends `text` and takes in the words above."""
+    best: tuple[int, LabelSpec] | None = None
+    for spec in L.ALL_LABELS:
+        for match in spec.compiled().finditer(text):
+            covers = match.end() == len(text) and match.start() <= prefix_length
+            if covers and spec.field != hit.field and (best is None or match.start() < best[0]):
+                best = (match.start(), spec)
+    if best is None:
+        return hit
+    return LabelHit(best[1], hit.line, hit.start, hit.end, hit.char_end)
+
+
+def _month_first(doc: Doc) -> bool:
+    """US order (MM/DD) when the document says so: an unambiguous MM/DD date, a written
+    "February 17, 2026", or an English document in dollars; otherwise day first."""
+    month_first_votes = day_first_votes = 0
+    english = german_french_dutch = 0
+    for line in doc.lines:
+        for found in find_dates(line.ntext, month_first=False):
+            if not found.ambiguous and re.fullmatch(
+                r"\d{1,2}/\d{1,2}/\d{2,4}", line.ntext[found.start : found.end].replace(" ", "")
+            ):
+                if found.month_first:
+                    month_first_votes += 1
+                else:
+                    day_first_votes += 1
+        if re.search(
+            r"(?<![a-z])(?:january|february|march|april|may|june|july|august|september|october"
+            r"|november|december)\s+\d{1,2},?\s+\d{4}",
+            line.ntext,
+        ):
+            month_first_votes += 1
+        english += len(
+            re.findall(
+                r"(?<![a-z])(?:invoice|total|amount|date|due|the|and|tax)"
+                r"(?![a-z])",
+                line.ntext,
+            )
+        )
+        german_french_dutch += len(
+            re.findall(
+                r"(?<![a-z])(?:rechnung|betrag|datum|und|der|die|facture|montant|le|la|les|et"
+                r"|factuur|bedrag|het|een|en)(?![a-z])",
+                line.ntext,
+            )
+        )
+    if month_first_votes != day_first_votes:
+        return month_first_votes > day_first_votes
+    dollars = any("$" in w.text for line in doc.lines for w in line.words)
+    return english > german_french_dutch and dollars
+
+
+# --- value readers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """An amount found in a run of words."""
+
+    index: int  # first word, in the run
+    words: tuple[Word, ...]
+    parsed: ParsedAmount
+    currency_near: bool  # a currency printed with it or next to it
+
+    @property
+    def value(self) -> Decimal:
+        return self.parsed.value
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (
+            min(w.x0 for w in self.words),
+            min(w.y0 for w in self.words),
+            max(w.x1 for w in self.words),
+            max(w.y1 for w in self.words),
+        )
+
+
+def amounts_in(words: Sequence[Word]) -> list[Amount]:
+    """Amounts printed in a run of words.
+
+    Joins "1 005,55" split at a thousands space; skips percentages and bare integers that
+    carry no currency (page numbers, quantities, postcodes).
+    """
+    found: list[Amount] = []
+    i = 0
+    while i < len(words):
+        text = words[i].text
+        width = 1
+        if (
+            i + 1 < len(words)
+            and re.fullmatch(r"[-€$£]?\d{1,3}", text)
+            and re.fullmatch(r"\d{3}(?:[.,]\d{1,2})?[-€$£]?", words[i + 1].text)
+            and words[i + 1].x0 - words[i].x1 < 0.6 * (words[i].y1 - words[i].y0)
+        ):
+            text = text + " " + words[i + 1].text
+            width = 2
+        nxt = words[i + width].text if i + width < len(words) else ""
+        if nxt.startswith("%"):
+            i += width + 1
+            continue
+        parsed = parse_amount(text, ocr_fix=True)
+        if parsed is None:
+            i += 1
+            continue
+        prev = words[i - 1].text if i > 0 else ""
+        currency_near = (
+            parsed.currency is not None or is_currency_token(prev) or (is_currency_token(nxt))
+        )
+        if parsed.decimals == 0 and not currency_near:
+            i += width
+            continue
+        found.append(Amount(i, tuple(words[i : i + width]), parsed, currency_near))
+        i += width
+    return found
+
+
+def _amount_candidates(doc: Doc, hit: LabelHit) -> list[Candidate]:
+    hits_in_line = doc.hits[hit.line.index]
+    out: list[Candidate] = []
+    base = hit.spec.priority
+    page = hit.line.page
+    words = right_words(hit, hits_in_line)
+    for rank, amount in enumerate(amounts_in(words)[:3]):
+        skipped = sum(
+            1
+            for w in words[: amount.index]
+            if not is_filler(w.text) and not is_currency_token(w.text)
+        )
+        out.append(
+            Candidate(
+                amount.value,
+                base - 0.3 * rank - 0.1 * min(skipped, 5),
+                hit.line.index,
+                f"{hit.field}:right",
+                (page, amount.box),
+            )
+        )
+    if not out and is_header(hit, hits_in_line):
+        for depth, under in enumerate(below_words(hit, doc.lines)):
+            found = amounts_in(under)
+            if found:
+                out.append(
+                    Candidate(
+                        found[0].value,
+                        base - 0.4 - 0.2 * depth,
+                        hit.line.index,
+                        f"{hit.field}:below",
+                        (page, found[0].box),
+                    )
+                )
+                break
+    return out
+
+
+def _date_values(words: Sequence[Word], month_first: bool) -> list[tuple[int, date]]:
+    """Dates in a run of words with the index of the word each starts in."""
+    text = ""
+    starts: list[int] = []
+    for word in words:
+        starts.append(len(text))
+        text += norm(word.text) + " "
+    out: list[tuple[int, date]] = []
+    for found in find_dates(text, month_first=month_first):
+        index = max(i for i, s in enumerate(starts) if s <= found.start)
+        out.append((index, found.value))
+    return out
+
+
+# --- invoice number ------------------------------------------------------------------------
+
+
+def _looks_like_number(token: str, title: bool) -> str | None:
+    """`token` as an invoice number, or None when it is a date, a price or a bare position."""
+    ident = clean_identifier(token)
+    if ident is None or find_dates(ident):
+        return None
+    amount = parse_amount(ident)
+    if amount is not None and amount.decimals > 0:
+        return None  # "100,00" is a price
+    if title and re.fullmatch(r"\d{1,2}", ident):
+        return None  # "Invoice 2" is more often "page 2" or a position than a number
+    return ident
+
+
+def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
+    candidates: list[tuple[float, int, str, Line]] = []
+    for hit in doc.hits_of("invoice_number"):
+        hits_in_line = doc.hits[hit.line.index]
+        title = hit.spec.kind == "title"
+        words = right_words(hit, hits_in_line)
+        value: str | None = None
+        for position, word in enumerate(words):
+            if is_filler(word.text):
+                continue
+            if title and (position > 2 or word.x0 - hit.x1 > 4 * hit.line.height):
+                break
+            value = _looks_like_number(word.text, title)
+            break
+        score = hit.spec.priority
+        if value is None and not title and is_header(hit, hits_in_line):
+            for under in below_words(hit, doc.lines):
+                for word in under:
+                    value = _looks_like_number(word.text, False)
+                    if value:
+                        score -= 0.3
+                        break
+                if value:
+                    break
+        if value is None:
+            continue
+        if hit.line.page == 0:
+            score += 0.2
+        if doc.rel_y(hit.line) < 0.5:
+            score += 0.2
+        candidates.append((score, -hit.line.index, value, hit.line))
+    if not candidates:
+        candidates = _number_under_title(doc)
+    if not candidates:
+        return None, None
+    best = max(candidates, key=lambda c: (c[0], c[1]))
+    return best[2], best[3]
+
+
+_PLAIN_NUMBER = re.compile(r"^(?:nummer|number|numero|no\.?|nr\.?|n°)\s*:?\s+(\S+)")
+
+
+def _number_under_title(doc: Doc) -> list[tuple[float, int, str, Line]]:
+    """A title ("Rechnung", "Invoice") with a plain "Nummer: 5501" / "No. 5501" in the same
+    column just below it."""
+    found: list[tuple[float, int, str, Line]] = []
+    by_index = {line.index: line for line in doc.lines}
+    for hit in doc.hits_of("invoice_number"):
+        if hit.spec.kind != "title":
+            continue
+        for step in (1, 2):
+            line = by_index.get(hit.line.index + step)
+            if line is None or line.page != hit.line.page:
+                break
+            for start, end in line.segments():
+                if abs(line.words[start].x0 - hit.x0) > 2 * line.height:
+                    continue
+                match = _PLAIN_NUMBER.match(norm(line.words_between(start, end)))
+                value = _looks_like_number(match.group(1), False) if match else None
+                if value:
+                    found.append((1.0, -line.index, value, line))
+    return found
+
+
+# --- dates ---------------------------------------------------------------------------------
+
+
+def find_invoice_dates(doc: Doc, number_line: Line | None) -> tuple[date | None, date | None]:
+    claimed: set[tuple[int, date]] = set()
+    issue: list[Candidate] = []
+    due: list[Candidate] = []
+    for hit in doc.hits_of("invoice_date", "due_date", "other_date"):
+        hits_in_line = doc.hits[hit.line.index]
+        words = right_words(hit, hits_in_line)
+        values = _date_values(words, doc.month_first)
+        score = hit.spec.priority
+        chosen: date | None = None
+        if values and values[0][0] <= 3:
+            chosen = values[0][1]
+        elif hit.field != "other_date" and (reread := _reread_date(doc, hit, words)):
+            chosen = reread
+        elif is_header(hit, hits_in_line):
+            for under in below_words(hit, doc.lines):
+                under_values = _date_values(under, doc.month_first)
+                if under_values:
+                    chosen = under_values[0][1]
+                    score -= 0.3
+                    break
+        if chosen is None:
+            continue
+        claimed.add((hit.line.index, chosen))
+        if hit.field == "invoice_date":
+            if doc.rel_y(hit.line) > 0.88:
+                score -= 1.0  # a printed timestamp in the footer, not the issue date
+            issue.append(Candidate(chosen, score, hit.line.index, "label"))
+        elif hit.field == "due_date":
+            due.append(Candidate(chosen, score, hit.line.index, "label"))
+    # "Invoice RE-2017/505 of 09.05.2017": a date right after the number is the issue date.
+    if number_line is not None:
+        match = re.search(
+            r"(?<![a-z])(?:vom|von|du|of|dated|van|from|le|dd\.?)\s+(.+)$", number_line.ntext
+        )
+        if match:
+            found = find_dates(match.group(1), month_first=doc.month_first)
+            if found and found[0].start == 0:
+                issue.append(Candidate(found[0].value, 3.2, number_line.index, "after-number"))
+                claimed.add((number_line.index, found[0].value))
+    # Service periods ("vom 01.11. bis 30.11.", "du ... au ...") are neither date.
+    for line in doc.lines:
+        dates = find_dates(line.ntext, month_first=doc.month_first)
+        for first, second in itertools.pairwise(dates):
+            between = line.ntext[first.end : second.start].strip()
+            if re.fullmatch(r"(?:bis|au|to|until|tot|t/m|-|–|—|a)", between):
+                claimed.add((line.index, first.value))
+                claimed.add((line.index, second.value))
+    if not issue:
+        # Unlabelled: the first free date near the top of the first page.
+        for line in doc.lines:
+            if line.page != 0:
+                break
+            for free in find_dates(line.ntext, month_first=doc.month_first):
+                if (line.index, free.value) in claimed:
+                    continue
+                rel = doc.rel_y(line)
+                issue.append(Candidate(free.value, 1.0 - rel, line.index, "position"))
+    invoice_date = _best(issue)
+    due_date = _best(due)
+    if invoice_date and due_date and due_date < invoice_date:
+        due_date = None
+    return invoice_date, due_date
+
+
+_DATE_CHARS = "0123456789./-"
+
+
+def _reread_date(doc: Doc, hit: LabelHit, words: Sequence[Word]) -> date | None:
+    """OCR again the digits right after a date label when they did not read as a date."""
+    if doc.reread is None:
+        return None
+    run: list[Word] = []
+    for word in words:
+        if not run and is_filler(word.text):
+            continue
+        if not any(c.isdigit() for c in word.text) and not re.fullmatch(
+            r"[./,\-„\"'’]+", word.text
+        ):
+            break
+        run.append(word)
+        if len(run) >= 5:
+            break
+    if sum(c.isdigit() for w in run for c in w.text) < 4:
+        return None
+    box = (
+        min(w.x0 for w in run),
+        min(w.y0 for w in run),
+        max(w.x1 for w in run),
+        max(w.y1 for w in run),
+    )
+    text = doc.reread(hit.line.page, box, _DATE_CHARS)
+    found = find_dates(text, month_first=doc.month_first)
+    return found[0].value if found else None
+
+
+def _best(candidates: list[Candidate]) -> Any:
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (c.score, -c.line)).value
+
+
+# --- totals --------------------------------------------------------------------------------
+
+
+def _consistent(
+    totals: list[Candidate], subtotals: list[Candidate], taxes: list[Candidate]
+) -> tuple[float, Candidate, Candidate, Candidate] | None:
+    """The best-scored (score, total, subtotal, tax) with subtotal + tax = total."""
+    best: tuple[float, Candidate, Candidate, Candidate] | None = None
+    for total in totals:
+        for sub in subtotals:
+            if sub.value > total.value:
+                continue
+            for tax in taxes:
+                if tax.value >= total.value or abs(sub.value + tax.value - total.value) > (
+                    _TOLERANCE
+                ):
+                    continue
+                score = total.score + sub.score + tax.score
+                if (
+                    best is None
+                    or score > best[0]
+                    or (score == best[0] and total.line > best[1].line)
+                ):
+                    best = (score, total, sub, tax)
+    return best
+
+
+_AMOUNT_CHARS = "0123456789.,-"
+
+
+def _reread_amounts(doc: Doc, group: list[Candidate], limit: int = 3) -> list[Candidate]:
+    """Second readings of the best few candidates of one field, where they differ."""
+    if doc.reread is None:
+        return []
+    extra: list[Candidate] = []
+    seen: set[tuple[int, Box]] = set()
+    for cand in sorted(group, key=lambda c: -c.score):
+        if cand.where is None or cand.where in seen:
+            continue
+        seen.add(cand.where)
+        if len(seen) > limit:
+            break
+        page, box = cand.where
+        parsed = parse_amount(doc.reread(page, box, _AMOUNT_CHARS).replace(" ", ""))
+        if parsed is not None and parsed.value != cand.value:
+            extra.append(Candidate(parsed.value, cand.score - 0.05, cand.line, "reread", None))
+    return extra
+
+
+def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    """(subtotal, tax, total), preferring the combination where subtotal + tax = total."""
+    cands: dict[str, list[Candidate]] = defaultdict(list)
+    last_page = len(doc.pages) - 1
+    for hit in doc.hits_of(*L.AMOUNT_FIELDS):
+        for cand in _amount_candidates(doc, hit):
+            if hit.line.page == last_page:
+                cand.score += 0.1
+            cands[hit.field].append(cand)
+    totals = [c for c in cands["total"] if c.value > 0]
+    totals += [
+        Candidate(c.value, c.score - 0.8, c.line, c.source, c.where)
+        for c in cands["amount_due"]
+        if c.value > 0
+    ]
+    subtotals = [c for c in cands["subtotal"] if c.value > 0]
+    taxes = [c for c in cands["tax"] if c.value >= 0]
+
+    best = _consistent(totals, subtotals, taxes)
+    if best is None and doc.reread is not None:
+        # OCR misread a digit somewhere ("3716,37"): read the strongest candidates again.
+        for group in (totals, subtotals, taxes):
+            group.extend(_reread_amounts(doc, group))
+        best = _consistent(totals, subtotals, taxes)
+    if best is not None:
+        return best[2].value, best[3].value, best[1].value
+
+    total_best = max(totals, key=lambda c: (c.score, c.line, c.value), default=None)
+    if total_best is None:
+        sub_only = max(subtotals, key=lambda c: (c.score, c.line), default=None)
+        tax_only = max(taxes, key=lambda c: (c.score, c.line), default=None)
+        return (sub_only.value if sub_only else None, tax_only.value if tax_only else None, None)
+    total_value = total_best.value
+    # Several tax rates, each on its own line, adding up with the subtotal.
+    tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score)}
+    for sub in sorted(subtotals, key=lambda c: -c.score):
+        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total_value) <= (
+            _TOLERANCE
+        ):
+            return sub.value, sum(tax_lines.values(), Decimal(0)), total_value
+    # No tax at all (exempt, reverse charge): the net amount is the total.
+    if any(s.value == total_value for s in subtotals):
+        tax_zero = next((t.value for t in taxes if t.value == 0), None)
+        return total_value, tax_zero, total_value
+    sub_best = max(
+        (c for c in subtotals if c.value <= total_value), key=lambda c: c.score, default=None
+    )
+    tax_best = max((c for c in taxes if c.value < total_value), key=lambda c: c.score, default=None)
+    return (
+        sub_best.value if sub_best else None,
+        tax_best.value if tax_best else None,
+        total_value,
+    )
+
+
+# --- currency ------------------------------------------------------------------------------
+
+_CURRENCY_LABEL = re.compile(
+    r"(?<![a-z])(?:currency|wahrung|waehrung|devise|valuta|munt|betrage\s+in|amounts?\s+in"
+    r"|montants?\s+en|bedragen\s+in)(?![a-z])"
+)
+
+
+def find_currency(doc: Doc) -> str | None:
+    """The currency named most (and most credibly) on the pages; None when none is printed."""
+    votes: Counter[str] = Counter()
+    for line in doc.lines:
+        amount_at = {a.index for a in amounts_in(line.words)}
+        labelled = bool(_CURRENCY_LABEL.search(line.ntext))
+        for i, word in enumerate(line.words):
+            code = currency_of_token(word.text)
+            if code is None:
+                parsed = parse_amount(word.text)
+                code = parsed.currency if parsed else None
+            if code is None:
+                continue
+            near_amount = (i - 1) in amount_at or (i + 1) in amount_at or i in amount_at
+            if needs_amount_nearby(code) and not (near_amount or labelled):
+                continue
+            votes[code] += 1 + 2 * near_amount + 3 * labelled
+    if not votes:
+        return None
+    return votes.most_common(1)[0][0]
+
+
+# --- parties -------------------------------------------------------------------------------
+
+_LEGAL = re.compile(L.LEGAL_FORM)
+# German/French/US five digits, Dutch/Belgian/Swiss four (plus letters), UK "EC1A 1BB".
+_POSTCODE = re.compile(
+    r"(?<![\d])(?:\d{4,5}|[a-z]{1,2}\d[a-z\d]?\s*\d[a-z]{2}|\d{4}\s?[a-z]{2})(?![\d])"
+)
+_SEPARATORS = re.compile(r"\s[·•●|–-]\s|·|•|●|\|")
+_EMAIL_OR_WEB = re.compile(
+    r"[\w.+-]+@([\w-]+\.)*([\w-]+)\.[a-z]{2,}|(?:https?://|www\.)([\w-]+\.)*?([\w-]+)\.[a-z]{2,}"
+)
+_NOT_A_NAME = re.compile(
+    r"@|www\.|https?:|(?<![a-z])(?:tel|fax|phone|fon|telefon|iban|bic|swift|page|seite|email"
+    r"|e-mail|mail|hrb|hra|kvk|siret|siren|rcs|ust-?id|vat|tva|btw|geschaftsfuhrer|sitz"
+    r"|registergericht|amtsgericht|bank|konto|blz|postbank|sparkasse|capital|kapital)(?![a-z])"
+)
+
+
+@dataclass(slots=True)
+class _Segment:
+    line: Line
+    start: int
+    end: int
+    text: str
+    ntext: str
+    score: float = 0.0
+
+    @property
+    def x0(self) -> float:
+        return self.line.words[self.start].x0
+
+    @property
+    def x1(self) -> float:
+        return max(w.x1 for w in self.line.words[self.start : self.end])
+
+
+def _clean_name(text: str) -> str:
+    text = re.sub(r"^(?:nom|name|naam|firma|company|raison sociale)\s*:\s*", "", text, flags=re.I)
+    return text.strip(" ,;:·•●|-–").strip()
+
+
+def _is_label_text(doc: Doc, seg: _Segment) -> bool:
+    covered = 0
+    for hit in doc.hits[seg.line.index]:
+        if hit.start >= seg.start and hit.end <= seg.end:
+            covered += sum(len(seg.line.words[i].text) for i in range(hit.start, hit.end))
+    return covered >= 0.5 * len(seg.text.replace(" ", ""))
+
+
+def _name_like(seg: _Segment) -> bool:
+    if not re.sub(L.LEGAL_FORM, "", seg.ntext).strip(" .,&-"):
+        return False  # "GmbH" alone is a fragment of a name
+    letters = sum(c.isalpha() for c in seg.text)
+    digits = sum(c.isdigit() for c in seg.text)
+    if letters < 2 or digits > letters or len(seg.text) > 60:
+        return False
+    if _NOT_A_NAME.search(seg.ntext) or (_POSTCODE.search(seg.ntext) and digits >= 4):
+        return False
+    if parse_amount(seg.text) or find_dates(seg.ntext):
+        return False
+    return len(seg.text.split()) <= 7
+
+
+def _segments(doc: Doc, pages: set[int]) -> list[_Segment]:
+    out: list[_Segment] = []
+    for line in doc.lines:
+        if line.page not in pages:
+            continue
+        for start, end in line.segments():
+            text = line.words_between(start, end)
+            out.append(_Segment(line, start, end, text, norm(text)))
+    return out
+
+
+def _block_below(doc: Doc, seg: _Segment, max_lines: int = 6) -> list[_Segment]:
+    """Segments under `seg` aligned with it (same left or right edge), line after line."""
+    block: list[_Segment] = []
+    current = seg
+    by_index = {line.index: line for line in doc.lines}
+    for _ in range(max_lines):
+        found: _Segment | None = None
+        index = current.line.index + 1
+        while index in by_index and by_index[index].page == seg.line.page:
+            line = by_index[index]
+            if line.y0 - current.line.y1 > 1.6 * max(current.line.height, line.height):
+                break
+            for start, end in line.segments():
+                x0 = line.words[start].x0
+                x1 = max(w.x1 for w in line.words[start:end])
+                tol = 0.8 * line.height
+                if abs(x0 - seg.x0) <= tol or abs(x1 - seg.x1) <= tol:
+                    text = line.words_between(start, end)
+                    found = _Segment(line, start, end, text, norm(text))
+                    break
+            if found is not None:
+                break
+            index += 1
+        if found is None:
+            break
+        block.append(found)
+        current = found
+    return block
+
+
+# Separators of a sender line; OCR reads a bullet as "e", "o", "©" or "*" on its own.
+_SENDER_SPLIT = re.compile(r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,)\s*")
+
+
+def _sender_parts(text: str) -> list[str]:
+    return [p.strip() for p in _SENDER_SPLIT.split(text) if p.strip()]
+
+
+def _return_address(doc: Doc, segments: Sequence[_Segment]) -> _Segment | None:
+    """The sender line printed above the recipient's address ("Kraxi GmbH · Street 1 · 12345
+    Town"), in smaller type than the body text."""
+    for seg in segments:
+        if seg.line.page != 0 or doc.rel_y(seg.line) > 0.45:
+            continue
+        # OCR spacing is uneven: read the sender line as one run up to a column-wide gap.
+        for start, end in seg.line.segments(3.0):
+            if start <= seg.start < end:
+                text = seg.line.words_between(start, end)
+                wide = _Segment(seg.line, start, end, text, norm(text))
+                break
+        else:
+            wide = seg
+        parts = _sender_parts(wide.text)
+        if len(parts) < 3 or not _POSTCODE.search(seg.ntext):
+            continue
+        if not any(c.isalpha() for c in parts[0]) or _NOT_A_NAME.search(norm(parts[0])):
+            continue
+        if seg.line.height <= 0.95 * doc.text_height or _SEPARATORS.search(seg.text):
+            return seg
+    return None
+
+
+def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
+    """(vendor name, vendor address, customer name)."""
+    first_page = {0}
+    last = len(doc.pages) - 1
+    segments = _segments(doc, first_page | {last})
+    candidates = [s for s in segments if _name_like(s) and not _is_label_text(doc, s)]
+    if not candidates:
+        return None, None, None
+    customer_lines: set[int] = set()
+    customer_name: str | None = None
+
+    # Labelled blocks: "Bill to" / "Rechnungsempfänger" (customer), "Seller" / "Vendeur".
+    for hit in doc.hits_of("customer", "seller", "ship_to"):
+        values = _party_values(doc, hit)
+        if not values:
+            continue
+        if hit.field == "seller":
+            _mark(candidates, values[0], 5.0)
+        else:
+            head = values[0]
+            for seg in values:
+                customer_lines.add(seg.line.index)
+            if hit.field == "customer" and customer_name is None:
+                customer_name = _clean_name(head.text)
+
+    sender = _return_address(doc, segments)
+    sender_name: str | None = None
+    sender_address: str | None = None
+    if sender is not None:
+        parts = _sender_parts(sender.text)
+        sender_name = _clean_name(parts[0])
+        sender_address = ", ".join(parts[1:]) or None
+        # The recipient's window block sits right under the sender line.
+        below = _window_block(doc, sender)
+        if below:
+            for seg in below:
+                customer_lines.add(seg.line.index)
+            if customer_name is None:
+                customer_name = _clean_name(below[0].text)
+
+    domains = _domains(doc, customer_lines)
+    keys = [f" {_name_key(s.text)} " for s in segments]
+    for seg in candidates:
+        key = _name_key(seg.text)
+        if _LEGAL.search(seg.ntext):
+            seg.score += 3
+        if sender_name and key and (key == _name_key(sender_name)):
+            seg.score += 4
+        elif sender_name and _name_key(sender_name) and key.startswith(_name_key(sender_name)):
+            seg.score += 3.5
+        if (
+            len(key) >= 4
+            and sum(f" {key} " in other for other in keys)
+            + sum(_similar(key, other.strip()) and f" {key} " not in other for other in keys)
+            >= 2
+        ):
+            seg.score += 2  # repeated: letterhead and footer, or sender line and signature
+        squashed = key.replace(" ", "")
+        if len(squashed) >= 3 and any(
+            d and (squashed.startswith(d) or d.startswith(squashed[:6])) for d in domains
+        ):
+            seg.score += 4  # the company's own mail or web domain
+        rel = doc.rel_y(seg.line)
+        if seg.line.page == 0 and rel < 0.25:
+            seg.score += 1
+        if seg.line.height >= 1.3 * doc.text_height and rel < 0.3:
+            seg.score += 1
+        if seg.line.index in customer_lines:
+            seg.score -= 6
+        if seg.text.count(" ") >= 5 or ":" in seg.text:
+            seg.score -= 2
+        if seg.text.islower():
+            seg.score -= 1
+        if sender is not None and seg.line.index == sender.line.index:
+            seg.score -= 1  # prefer the full name printed elsewhere over the small sender line
+    best = max(candidates, key=lambda s: (s.score, -s.line.index), default=None)
+    if best is not None:
+        # The same name printed twice may read differently by OCR ("Bet Spiel"): take the
+        # copy in the largest type, which OCR reads best.
+        twins = [c for c in candidates if _similar(_name_key(c.text), _name_key(best.text))]
+        best = max(twins, key=lambda c: (c.line.height, c.score))
+    vendor_name: str | None = None
+    vendor_address: str | None = None
+    if best is not None and best.score >= 3:
+        vendor_name = _clean_name(best.text)
+        foreign = set(customer_lines)
+        if sender is not None:
+            foreign.add(sender.line.index)
+        vendor_address = _address_after(doc, best, foreign)
+    elif sender_name:
+        vendor_name = sender_name
+    if (
+        vendor_name
+        and sender_name
+        and vendor_address is None
+        and (_name_key(sender_name) in _name_key(vendor_name))
+    ):
+        vendor_address = sender_address
+    if customer_name is None and best is not None and vendor_name:
+        customer_name = _unlabelled_customer(doc, candidates, best)
+    if customer_name and vendor_name and _name_key(customer_name) == _name_key(vendor_name):
+        customer_name = None
+    return vendor_name or None, vendor_address, customer_name or None
+
+
+def _unlabelled_customer(doc: Doc, candidates: list[_Segment], vendor: _Segment) -> str | None:
+    """Without a label or a sender line: the other company-like name heading an address block
+    in the top part of the first page."""
+    vendor_key = _name_key(vendor.text)
+    for seg in sorted(candidates, key=lambda c: (-c.score, c.line.index)):
+        if seg.score < 3 or seg.line.page != 0 or doc.rel_y(seg.line) > 0.4:
+            continue
+        if _similar(_name_key(seg.text), vendor_key) or _name_key(seg.text) == vendor_key:
+            continue
+        block = _block_below(doc, seg, 4)
+        if any(_POSTCODE.search(b.ntext) for b in block):
+            return _clean_name(seg.text)
+    return None
+
+
+def _mark(candidates: list[_Segment], seg: _Segment, bonus: float) -> None:
+    for cand in candidates:
+        if cand.line is seg.line and cand.start == seg.start:
+            cand.score += bonus
+            return
+    if _name_like(seg):
+        seg.score += bonus
+        candidates.append(seg)
+
+
+def _party_values(doc: Doc, hit: LabelHit) -> list[_Segment]:
+    """The name block a party label introduces: to its right, else under it."""
+    hits_in_line = doc.hits[hit.line.index]
+    line = hit.line
+    start = hit.end
+    while start < len(line.words) and is_filler(line.words[start].text):
+        start += 1
+    if start < len(line.words) and not is_header(hit, hits_in_line):
+        _, seg_end = line.segment_of(start)
+        end = min(seg_end, *(h.start for h in hits_in_line if h.start > hit.start), len(line.words))
+        text = line.words_between(start, end)
+        head = _Segment(line, start, end, text, norm(text))
+        return [head, *_block_below(doc, head, 4)]
+    unders = below_words(hit, doc.lines, max_lines=1)
+    if not unders:
+        return []
+    first = unders[0][0]
+    target = next(ln for ln in doc.lines if first in ln.words)
+    i = target.words.index(first)
+    s, e = target.segment_of(i)
+    text = target.words_between(s, e)
+    head = _Segment(target, s, e, text, norm(text))
+    if _is_label_text(doc, head):
+        return []
+    return [head, *_block_below(doc, head, 4)]
+
+
+def _window_block(doc: Doc, sender: _Segment) -> list[_Segment]:
+    """The address block right under the sender line, in the same column."""
+    by_index = {line.index: line for line in doc.lines}
+    index = sender.line.index + 1
+    while index in by_index and by_index[index].page == sender.line.page:
+        line = by_index[index]
+        if line.y0 - sender.line.y1 > 4 * doc.text_height:
+            return []
+        for start, end in line.segments():
+            x0 = line.words[start].x0
+            if abs(x0 - sender.x0) <= 3 * doc.text_height or (
+                x0 < sender.x1 and line.words[end - 1].x1 > sender.x0
+            ):
+                text = line.words_between(start, end)
+                head = _Segment(line, start, end, text, norm(text))
+                return [head, *_block_below(doc, head, 5)]
+        index += 1
+    return []
+
+
+# Shared mail domains say nothing about whose address it is.
+_MAIL_PROVIDERS = frozenset(
+    {
+        "gmail",
+        "googlemail",
+        "yahoo",
+        "hotmail",
+        "outlook",
+        "live",
+        "gmx",
+        "web",
+        "localhost",
+        "icloud",
+        "orange",
+        "free",
+        "wanadoo",
+        "t-online",
+        "aol",
+        "protonmail",
+        "example",
+    }
+)
+
+
+def _domains(doc: Doc, customer_lines: set[int]) -> set[str]:
+    found: set[str] = set()
+    for line in doc.lines:
+        if line.index in customer_lines:
+            continue
+        for match in _EMAIL_OR_WEB.finditer(line.ntext):
+            name = match.group(2) or match.group(4)
+            if name and name not in _MAIL_PROVIDERS:
+                found.add(re.sub(r"[^a-z0-9]", "", name))
+    return found
+
+
+def _similar(a: str, b: str) -> bool:
+    return len(a) >= 4 and len(b) >= 4 and SequenceMatcher(None, a, b).ratio() >= 0.85
+
+
+def _name_key(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9 ]", "", norm(text))).strip()
+
+
+def _address_after(doc: Doc, seg: _Segment, foreign: set[int]) -> str | None:
+    """The vendor's street and town under its name, up to a contact line or another party."""
+    parts: list[str] = []
+    for below in _block_below(doc, seg, 4):
+        if below.line.index in foreign:
+            break
+        if _NOT_A_NAME.search(below.ntext) and not _POSTCODE.search(below.ntext):
+            break
+        if re.search(r"(?<![a-z])(?:tel|fax|phone|fon|email|e-mail|www|http)", below.ntext):
+            break
+        parts.append(below.text.strip(" ,"))
+        if _POSTCODE.search(below.ntext) and len(parts) >= 2:
+            break
+    has_digit = any(any(c.isdigit() for c in p) for p in parts)
+    return ", ".join(parts) if parts and has_digit else None
+
+
+# --- line items ----------------------------------------------------------------------------
+
+_COLUMNS: dict[str, str] = {
+    "unit_price": r"unit\s*price|price|preis|einzelpreis|e-?preis|stuckpreis|p\.?\s*u\.?(?:\s*ht)?"
+    r"|prix(?:\s*unitaire)?|stuksprijs|prijs|rate|tarif|unit\s*cost|ep|netto\s*preis|nettopreis",
+    "quantity": r"qty|quantity|menge|anzahl|qte|quantite|aantal|stuck|stk|hours|hrs|std|units?"
+    r"|anz\.?|qte\.?",
+    "amount": r"amount|line\s*total|total|betrag|gesamt|gesamtbetrag|gesamtpreis|summe|montant"
+    r"|total\s*ht|bedrag|totaal|net\s*amount|line\s*amount|extension|gp|wert",
+    "description": r"description|beschreibung|artikelbeschreibung|bezeichnung|artikelbezeichnung"
+    r"|leistungsbeschreibung|produkt|artikel|leistung|designation|libelle|omschrijving|product"
+    r"|item|items|article|service|services|text|positionstext|omschrijving|details?",
+}
+_COLUMN_RE = {name: re.compile(rf"(?<![a-z])(?:{p})(?![a-z])") for name, p in _COLUMNS.items()}
+_POSITION_HEADER = re.compile(r"^(?:pos\.?|#|nr\.?|no\.?|lfd\.?|item|ligne|regel)(?![a-z])")
+_NUMERIC = ("quantity", "unit_price", "amount")
+# Article-number columns ("Code article", "Art.-Nr.", "SKU") are not the description.
+_CODE_COLUMN = re.compile(
+    r"(?<![a-z])(?:code|ref(?:erence)?|sku|art(?:ikel)?\.?\s*-?\s*nr\.?|artikelnummer|ean|gtin"
+    r"|gln|part\s*(?:no|number)|item\s*(?:no|number|code))(?![a-z])|#"
+)
+
+
+@dataclass(slots=True)
+class _Cell:
+    x0: float
+    x1: float
+    text: str
+    kind: str | None = None
+
+
+@dataclass(slots=True)
+class _Table:
+    page: int
+    top: float  # y where rows may start (the header's bottom, or the page top)
+    after_index: int  # rows come after this line index
+    cells: list[_Cell]
+
+    def column(self, kind: str) -> _Cell | None:
+        return next((c for c in self.cells if c.kind == kind), None)
+
+
+def _header_cells(lines: Sequence[Line]) -> list[_Cell]:
+    """Header cells from one to three stacked header lines: a wrapped header ("Unit Price
+    Excl." over "VAT") becomes one cell."""
+    cells: list[_Cell] = []
+    for line in lines:
+        for start, end in line.segments(0.6):
+            x0 = line.words[start].x0
+            x1 = max(w.x1 for w in line.words[start:end])
+            text = line.words_between(start, end)
+            for cell in cells:
+                if x0 < cell.x1 and x1 > cell.x0:
+                    cell.x0, cell.x1 = min(cell.x0, x0), max(cell.x1, x1)
+                    cell.text = f"{cell.text} {text}"
+                    break
+            else:
+                cells.append(_Cell(x0, x1, text))
+    cells.sort(key=lambda c: c.x0)
+    matches = [
+        [
+            kind
+            for kind in _COLUMNS
+            if _COLUMN_RE[kind].search(norm(cell.text))
+            and not (kind == "description" and _CODE_COLUMN.search(norm(cell.text)))
+        ]
+        for cell in cells
+    ]
+    taken: set[str] = set()
+    # Unambiguous cells first: "UNIT for P.U." names a unit and a price and must not take
+    # the quantity column from "Qté".
+    for single in (True, False):
+        for cell, kinds in zip(cells, matches, strict=True):
+            if cell.kind is not None or not kinds or (single and len(kinds) != 1):
+                continue
+            free = [k for k in kinds if k not in taken]
+            if free:
+                cell.kind = free[0]
+                taken.add(free[0])
+    return cells
+
+
+def _header_stack(lines: Sequence[Line], position: int) -> list[Line]:
+    """The line at `position` with up to two wrapped header lines above and below it."""
+    stack = [lines[position]]
+    for direction in (-1, 1):
+        j = position + direction
+        while 0 <= j < len(lines) and len(stack) < 5:
+            near = stack[0] if direction < 0 else stack[-1]
+            other = lines[j]
+            gap = near.y0 - other.y1 if direction < 0 else other.y0 - near.y1
+            if gap >= 0.6 * near.height or amounts_in(other.words):
+                break
+            if direction < 0:
+                stack.insert(0, other)
+            else:
+                stack.append(other)
+            j += direction
+    return stack
+
+
+def _find_tables(doc: Doc) -> list[_Table]:
+    tables: list[_Table] = []
+    for page in doc.pages:
+        best: tuple[int, int, list[Line], list[_Cell]] | None = None
+        for position, line in enumerate(page.lines):
+            if amounts_in(line.words) or not any(
+                _COLUMN_RE[k].search(line.ntext) for k in _COLUMNS
+            ):
+                continue
+            stack = _header_stack(page.lines, position)
+            cells = _header_cells(stack)
+            kinds = {c.kind for c in cells if c.kind}
+            if len(kinds) >= 3 and "amount" in kinds:
+                key = (len(kinds), -len(stack))
+                if best is None or key > best[:2]:
+                    best = (key[0], key[1], stack, cells)
+        if best is None:
+            continue
+        stack, cells = best[2], best[3]
+        tables.append(_Table(page.index, stack[-1].y1, stack[-1].index, cells))
+    return tables
+
+
+def _assign(word: Word, table: _Table, height: float) -> tuple[str, float] | None:
+    """The numeric column a number sits in (overlap first, else the nearest header cell within
+    reach) with how well it fits; None when the nearest cell is not a numeric column."""
+    best: tuple[float, _Cell] | None = None
+    for cell in table.cells:
+        overlap = min(word.x1, cell.x1) - max(word.x0, cell.x0)
+        distance = -overlap if overlap > 0 else min(abs(word.x1 - cell.x1), abs(word.x0 - cell.x0))
+        if best is None or distance < best[0]:
+            best = (distance, cell)
+    if best is None or best[0] > 3 * height or best[1].kind not in _NUMERIC:
+        return None
+    return best[1].kind or "", best[0]
+
+
+def _description_span(table: _Table, page_width: float) -> tuple[float, float] | None:
+    cell = table.column("description")
+    if cell is None:
+        return None
+    following = [c.x0 for c in table.cells if c.x0 > cell.x0 + 1]
+    return cell.x0, min(following, default=page_width)
+
+
+@dataclass(slots=True)
+class _Row:
+    y: float
+    numbers: dict[str, Decimal]
+    description: list[tuple[float, str]]
+
+
+def find_line_items(doc: Doc) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    stop_fields = {"total", "subtotal", "amount_due", "tax", "prepaid"}
+    for table in _find_tables(doc):
+        page = doc.pages[table.page]
+        span = _description_span(table, page.width)
+        first_numeric = min((c.x0 for c in table.cells if c.kind in _NUMERIC), default=page.width)
+        strip_position = bool(
+            (desc := table.column("description")) and _POSITION_HEADER.match(norm(desc.text))
+        )
+        rows: list[_Row] = []
+        loose: list[tuple[float, float, str]] = []  # (y, x, text) description-only lines
+        last_y = table.top
+        for line in page.lines:
+            if line.index <= table.after_index:
+                continue
+            totals_label = any(
+                (
+                    h.field in stop_fields
+                    and h.spec.priority >= 2
+                    and not is_header(h, doc.hits[line.index])
+                )
+                or (h.field in stop_fields and h.spec.priority >= 3)
+                for h in doc.hits[line.index]
+            )
+            if line.y0 - last_y > 4 * max(line.height, doc.text_height):
+                break
+            numbers: dict[str, Decimal] = {}
+            fit: dict[str, float] = {}
+            words: list[tuple[float, str]] = []
+            for i, word in enumerate(line.words):
+                centre = (word.x0 + word.x1) / 2
+                if (
+                    span is not None
+                    and span[0] - 0.5 * line.height <= centre < span[1]
+                    and (word.x1 <= first_numeric + 2 or span[0] > first_numeric)
+                ):
+                    words.append((word.x0, word.text))
+                    continue
+                nxt = line.words[i + 1].text if i + 1 < len(line.words) else ""
+                if "%" in word.text or nxt.startswith("%"):
+                    continue
+                parsed = parse_amount(word.text, ocr_fix=True)
+                if parsed is None:
+                    continue
+                assigned = _assign(word, table, line.height)
+                if assigned and assigned[1] < fit.get(assigned[0], float("inf")):
+                    numbers[assigned[0]], fit[assigned[0]] = parsed.value, assigned[1]
+            # The totals block ends the table, unless the line is an item whose text happens
+            # to hold a totals word ("Total care package  3  40.00  120.00").
+            if totals_label and not _is_item(numbers):
+                break
+            y = (line.y0 + line.y1) / 2
+            if "amount" in numbers:
+                rows.append(
+                    _Row(y, numbers, [(line.y0, " ".join(t for _, t in words))] if words else [])
+                )
+                last_y = line.y1
+            elif words and not numbers:
+                loose.append((y, line.y0, " ".join(t for _, t in words)))
+                last_y = line.y1 if rows else last_y
+        if not rows:
+            continue
+        # A description-only line continues the row above when rows print their text on the
+        # numbers' line (top-aligned cells); otherwise cells are centred vertically and the
+        # line belongs to the nearest row.
+        top_aligned = sum(1 for r in rows if r.description) * 2 > len(rows)
+        limit = rows[-1].y + 2.5 * doc.text_height
+        for y, y0, text in loose:
+            if y > limit:
+                continue
+            above = [r for r in rows if r.y <= y]
+            owner = above[-1] if top_aligned and above else min(rows, key=lambda r: abs(r.y - y))
+            owner.description.append((y0, text))
+        for row in rows:
+            parts = [t for _, t in sorted(row.description)]
+            description = " ".join(parts) or None
+            if description and strip_position:
+                description = re.sub(r"^\d{1,4}\s+", "", description) or None
+            item = {
+                "description": description,
+                "quantity": row.numbers.get("quantity"),
+                "unit_price": row.numbers.get("unit_price"),
+                "amount": row.numbers["amount"],
+            }
+            _make_consistent(item)
+            items.append(item)
+    return [
+        {
+            "description": item["description"],
+            "quantity": _fmt(item["quantity"]),
+            "unit_price": _fmt(item["unit_price"]),
+            "amount": _fmt(item["amount"]),
+        }
+        for item in items
+    ]
+
+
+def _is_item(numbers: dict[str, Decimal]) -> bool:
+    qty, price, amount = (numbers.get(k) for k in _NUMERIC)
+    return (
+        qty is not None and price is not None and amount is not None and _close(qty * price, amount)
+    )
+
+
+def _fmt(value: Decimal | None) -> str | None:
+    return None if value is None else format_amount(value)
+
+
+def _close(a: Decimal, b: Decimal) -> bool:
+    return abs(a - b) <= max(Decimal("0.01"), abs(b) * Decimal("0.005"))
+
+
+def _make_consistent(item: dict[str, Any]) -> None:
+    """quantity × unit price should be the amount. When the columns were misread and only the
+    swapped reading of quantity and price adds up, swap them; when the price contradicts the
+    amount either way (a discount, a gross price), derive nothing and keep what was printed."""
+    qty, price, amount = item["quantity"], item["unit_price"], item["amount"]
+    if qty is None or price is None or amount is None:
+        return
+    if _close(qty * price, amount):
+        return
+    if price == amount and qty != 0 and _close(qty * (amount / qty), amount):
+        # The "price" column held the line amount: the unit price is amount / quantity.
+        unit = amount / qty
+        if unit == unit.quantize(Decimal("0.0001")):
+            item["unit_price"] = unit

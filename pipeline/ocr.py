@@ -89,6 +89,9 @@ class PreparedPage:
         )
         config = [f"tessedit_char_whitelist={charset}"] if charset else []
         line_options = replace(self.options, psm=7)
+        if charset and not any(c.isalpha() for c in charset):
+            # Digits read the same in every language; loading one model is ~0.3 s cheaper.
+            line_options = replace(line_options, languages="eng")
         words = run_tesseract(np.asarray(crop, dtype=np.uint8), self.dpi, line_options, config)
         return " ".join(w.text for w in words)
 

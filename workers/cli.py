@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import asdict
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -439,7 +440,7 @@ def dlq_list(
     with _sessions(_settings())() as session:
         letters = list_letters(session, category=category, include_replayed=all_letters)
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps([vars(x) for x in letters], default=str, indent=2))
+        typer.echo(json.dumps([asdict(x) for x in letters], default=str, indent=2))
         return
     if not letters:
         typer.echo("no dead letters")

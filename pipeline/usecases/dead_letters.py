@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ def show_letter(session: Session, letter_id: int) -> dict[str, Any] | None:
         select(VlmCall).where(VlmCall.document_id == doc.id).order_by(VlmCall.id)
     ).scalars()
     return {
-        "letter": _view(letter, doc).__dict__,
+        "letter": asdict(_view(letter, doc)),
         "document": {
             "id": doc.id,
             "bucket": doc.bucket,

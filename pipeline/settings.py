@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     pages_per_call: Annotated[int, Field(ge=1, le=100)] = 20
     image_long_edge_px: Annotated[int, Field(ge=256, le=8000)] = 1568
     ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
+    # Tesseract processes per page; 1 when every core already has a worker process.
+    ocr_strips: Annotated[int, Field(ge=1, le=8)] = 1
     max_reasks: Annotated[int, Field(ge=0, le=5)] = 1
     max_rechecks: Annotated[int, Field(ge=0, le=3)] = 1
     # OCR pages without a text layer even when a model extracts them, to ground its answer.

@@ -79,4 +79,6 @@ class LocalExtractor:
 
 @register("local")
 def build_local(settings: Settings) -> Extractor:
-    return LocalExtractor(ocr_dpi=settings.ocr_dpi)
+    return LocalExtractor(
+        ocr_dpi=settings.ocr_dpi, ocr_options=OcrOptions(strips=settings.ocr_strips)
+    )

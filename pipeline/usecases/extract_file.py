@@ -59,7 +59,7 @@ def extract_bytes(
         pages = list(source.pages())
         if extractor.runs_locally or settings.ocr_scanned_pages:
             for page in pages:
-                ensure_words(page, source, settings.ocr_dpi)
+                ensure_words(page, source, settings)
         size = len(pages) if extractor.runs_locally else settings.pages_per_call
         retries = 0
         while True:

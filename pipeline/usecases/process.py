@@ -34,7 +34,7 @@ from pipeline.domain import (
 )
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor
-from pipeline.ocr import ocr_page
+from pipeline.ocr import OcrOptions, ocr_page
 from pipeline.pages import Limits, LoadedDocument, open_document, usable_text_layer
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
@@ -78,11 +78,12 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
     )
 
 
-def ensure_words(page: PageContent, renderer: LoadedDocument, dpi: int) -> None:
+def ensure_words(page: PageContent, renderer: LoadedDocument, settings: Settings) -> None:
     """Positioned words for a page without a usable text layer, by OCR (for the offline
     extractor and for grounding a model's answer)."""
     if not usable_text_layer(page.words):
-        page.words = ocr_page(renderer.render(page.index, dpi), page.width_pt)
+        image = renderer.render(page.index, settings.ocr_dpi)
+        page.words = ocr_page(image, page.width_pt, OcrOptions(strips=settings.ocr_strips))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ def prepare_document(deps: Collaborators, document_id: int) -> Stage | DocumentS
                 ]
                 for page in batch:
                     if ocr:
-                        ensure_words(page, source, settings.ocr_dpi)
+                        ensure_words(page, source, settings)
                 with transaction(deps.sessions) as session:
                     repo.record_pages(session, document_id, batch)
                     if not extractor.runs_locally:

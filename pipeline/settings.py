@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     rate_limits: str = ""
     rate_limit_redis_url: str | None = None  # default: the broker's Redis
     rate_limit_max_wait_s: Annotated[float, Field(ge=0)] = 30.0
-    rate_limit_lease_s: Annotated[float, Field(gt=0)] = 600.0
+    # A permit held by a crashed worker frees itself after this; keep it just above the
+    # provider timeout so a live call never loses its slot and a dead one soon gives it back.
+    rate_limit_lease_s: Annotated[float, Field(gt=0)] = 150.0
 
     # Workers and retries.
     task_max_retries: Annotated[int, Field(ge=0, le=50)] = 6
@@ -143,6 +145,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"lease_s ({self.lease_s}) must exceed task_time_limit_s ({self.task_time_limit_s})"
                 ": a running task must never lose its document to another worker"
+            )
+        slowest_call = max(self.anthropic_timeout_s, self.openai_timeout_s)
+        if self.rate_limits and self.rate_limit_lease_s <= slowest_call:
+            raise ValueError(
+                f"rate_limit_lease_s ({self.rate_limit_lease_s:g}) must exceed the provider "
+                f"timeout ({slowest_call:g}): a slow call would lose its rate-limit slot"
             )
         longest = self.task_time_limit_s + self.retry_cap_s
         if self.visibility_timeout_s <= longest:

@@ -24,7 +24,8 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue=queues.PREPARE,
         task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
         task_time_limit=settings.task_time_limit_s,
-        task_soft_time_limit=max(settings.task_time_limit_s - 30, 10),
+        # The soft limit lets a task give its document back before the hard kill.
+        task_soft_time_limit=max(settings.task_time_limit_s - 30, settings.task_time_limit_s * 0.8),
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,

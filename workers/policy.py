@@ -23,7 +23,7 @@ from workers.runtime import collaborators
 
 log = logging.getLogger(__name__)
 
-DocumentFn = Callable[[int], object]
+DocumentFn = Callable[[int, str], object]
 
 
 def classify(exc: Exception) -> PipelineError:
@@ -67,7 +67,9 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
         @functools.wraps(fn)
         def run(self: Task[Any, Any], document_id: int) -> str:
             try:
-                status = fn(document_id)
+                # The task id stays the same across retries and redeliveries of this message:
+                # the document's lease is ours to take back after a failure we could not report.
+                status = fn(document_id, str(self.request.id))
             except Retry:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below; nothing is lost

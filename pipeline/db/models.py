@@ -69,6 +69,7 @@ class Document(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # A worker holds a document until this time; past it, the sweep hands the work to another.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

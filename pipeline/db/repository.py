@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, false, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -55,10 +55,11 @@ def register_document(
 
 
 def claim_document(
-    session: Session, document_id: int, lease: timedelta, stage: Stage
+    session: Session, document_id: int, lease: timedelta, stage: Stage, owner: str | None = None
 ) -> Document | None:
     """Take the document for this stage; None when it is final, at another stage, or another
-    worker holds it (a duplicate or redelivered message)."""
+    worker holds it (a duplicate message). `owner` (the task id, the same across a task's
+    retries and redeliveries) may take back its own lease after a failure it could not report."""
     now = func.now()
     stmt = (
         update(Document)
@@ -69,13 +70,18 @@ def claim_document(
                 Document.status == DocumentStatus.PENDING.value,
                 and_(
                     Document.status == DocumentStatus.PROCESSING.value,
-                    or_(Document.lease_until.is_(None), Document.lease_until < now),
+                    or_(
+                        Document.lease_until.is_(None),
+                        Document.lease_until < now,
+                        Document.lease_owner == owner if owner else false(),
+                    ),
                 ),
             ),
         )
         .values(
             status=DocumentStatus.PROCESSING.value,
             lease_until=now + lease,
+            lease_owner=owner,
             attempts=Document.attempts + 1,
             updated_at=now,
         )
@@ -243,6 +249,7 @@ def finish_document(
             error_category=error.category.value if error else None,
             error_message=error.message if error else None,
             lease_until=None,
+            lease_owner=None,
             finished_at=func.now(),
             updated_at=func.now(),
         )
@@ -264,6 +271,7 @@ def advance_stage(session: Session, document_id: int, stage: Stage) -> bool:
                 stage=stage.value,
                 status=DocumentStatus.PENDING.value,
                 lease_until=None,
+                lease_owner=None,
                 updated_at=func.now(),
             )
             .returning(Document.id)
@@ -345,6 +353,7 @@ def release_for_retry(session: Session, document_id: int, error: PipelineError) 
             error_category=error.category.value,
             error_message=error.message,
             lease_until=None,
+            lease_owner=None,
             updated_at=func.now(),
         )
     )

@@ -127,6 +127,7 @@ def replay(session: Session, letter_id: int) -> int | None:
             error_message=None,
             finished_at=None,
             lease_until=None,
+            lease_owner=None,
             updated_at=func.now(),
         )
     )

@@ -94,10 +94,12 @@ class Claimed:
     page_count: int | None
 
 
-def _claim(deps: Collaborators, document_id: int, stage: Stage) -> Claimed | DocumentStatus | None:
+def _claim(
+    deps: Collaborators, document_id: int, stage: Stage, owner: str | None
+) -> Claimed | DocumentStatus | None:
     with transaction(deps.sessions) as session:
         doc = repo.claim_document(
-            session, document_id, timedelta(seconds=deps.settings.lease_s), stage
+            session, document_id, timedelta(seconds=deps.settings.lease_s), stage, owner
         )
         if doc is None:
             return None
@@ -115,10 +117,13 @@ def _claim(deps: Collaborators, document_id: int, stage: Stage) -> Claimed | Doc
         )
 
 
-def prepare_document(deps: Collaborators, document_id: int) -> Stage | DocumentStatus | None:
+def prepare_document(
+    deps: Collaborators, document_id: int, owner: str | None = None
+) -> Stage | DocumentStatus | None:
     """The CPU stage. Returns the next stage, a final status, or None when there was nothing
-    to do (final already, or another worker holds the document)."""
-    claimed = _claim(deps, document_id, Stage.PREPARE)
+    to do (final already, or another worker holds the document). `owner` identifies the task,
+    so that its retry can take back a lease it could not release."""
+    claimed = _claim(deps, document_id, Stage.PREPARE, owner)
     if not isinstance(claimed, Claimed):
         return claimed
     settings = deps.settings
@@ -183,9 +188,11 @@ def prepare_document(deps: Collaborators, document_id: int) -> Stage | DocumentS
         return DocumentStatus.FAILED
 
 
-def extract_document(deps: Collaborators, document_id: int) -> DocumentStatus | None:
+def extract_document(
+    deps: Collaborators, document_id: int, owner: str | None = None
+) -> DocumentStatus | None:
     """The I/O stage: model calls over the pages the prepare stage stored."""
-    claimed = _claim(deps, document_id, Stage.EXTRACT)
+    claimed = _claim(deps, document_id, Stage.EXTRACT, owner)
     if not isinstance(claimed, Claimed):
         return claimed
     settings = deps.settings

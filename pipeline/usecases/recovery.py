@@ -27,7 +27,8 @@ def sweep(
     batch: int = 500,
 ) -> list[int]:
     """Re-enqueue documents whose message was lost: pending too long, or a lease that expired
-    (the worker holding it died). Touching `updated_at` keeps the next sweep from piling on."""
+    (the worker holding it died). An expired lease is given back as pending, and `updated_at`
+    is touched, so the next sweeps leave the document alone for `stuck_after`."""
     now = func.now()
     with transaction(sessions) as session:
         found = list(
@@ -52,7 +53,16 @@ def sweep(
         )
         ids = [row.id for row in found]
         if ids:
-            session.execute(update(Document).where(Document.id.in_(ids)).values(updated_at=now))
+            session.execute(
+                update(Document)
+                .where(Document.id.in_(ids))
+                .values(
+                    status=DocumentStatus.PENDING.value,
+                    lease_until=None,
+                    lease_owner=None,
+                    updated_at=now,
+                )
+            )
     for row in found:
         enqueue(row.id, row.stage)
     if ids:

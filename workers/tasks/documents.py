@@ -10,16 +10,16 @@ from workers.runtime import collaborators
 
 
 @document_task(name="pagemill.prepare_document", queue=queues.PREPARE)
-def prepare_document(document_id: int) -> DocumentStatus | Stage | None:
-    outcome = process.prepare_document(collaborators(), int(document_id))
+def prepare_document(document_id: int, task_id: str) -> DocumentStatus | Stage | None:
+    outcome = process.prepare_document(collaborators(), int(document_id), task_id)
     if outcome is Stage.EXTRACT:
         enqueue_document(document_id, Stage.EXTRACT)
     return outcome
 
 
 @document_task(name="pagemill.extract_document", queue=queues.EXTRACT)
-def extract_document(document_id: int) -> DocumentStatus | None:
-    return process.extract_document(collaborators(), int(document_id))
+def extract_document(document_id: int, task_id: str) -> DocumentStatus | None:
+    return process.extract_document(collaborators(), int(document_id), task_id)
 
 
 _TASKS = {

@@ -353,5 +353,7 @@ def recheck(
         last.error_message = "; ".join(checked.errors[:5]) or reply.problem
         return data
     answer = checked.data()
-    merged = {**data, **{name: answer.get(name) for name in fields if name in answer}}
-    return validate(schema, merged).data() if validate(schema, merged).ok else data
+    merged = validate(
+        schema, {**data, **{name: answer.get(name) for name in fields if name in answer}}
+    )
+    return merged.data() if merged.ok else data

@@ -24,9 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples"
 
 pytest_plugins = [
-    f"tests.support.{name}"
-    for name in ("s3_fixtures", "fake_model_fixtures")
-    if (REPO / "tests" / "support" / f"{name}.py").exists()  # TEMP until helpers land
+    "tests.support.s3_fixtures",
+    "tests.support.fake_model_fixtures",
 ]
 
 

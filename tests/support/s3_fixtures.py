@@ -24,7 +24,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.settings import Settings
 from pipeline.storage import ensure_bucket_notifications, make_s3_client, make_sqs_client
-from tests.support.s3_server import settings_for, start_s3_server
+from tests.support.s3_server import settings_for
+from workers.devstack import start_s3_server
 
 
 class BucketWithQueue(NamedTuple):
@@ -36,9 +37,9 @@ class BucketWithQueue(NamedTuple):
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    server, endpoint_url = start_s3_server()
+    server = start_s3_server()
     try:
-        yield endpoint_url
+        yield server.endpoint_url
     finally:
         server.stop()
 

@@ -29,6 +29,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+bench: setup
+	$(PY) -m bench
+
 lint: venv
 	$(VENV)/bin/ruff check pipeline workers tests migrations
 	$(VENV)/bin/ruff format --check pipeline workers tests migrations

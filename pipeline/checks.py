@@ -21,7 +21,7 @@ class RuleFailure:
 Rule = Callable[[dict[str, Any]], list[RuleFailure]]
 
 
-def _amount(value: Any) -> Decimal | None:
+def as_amount(value: Any) -> Decimal | None:
     if value is None:
         return None
     try:
@@ -30,19 +30,19 @@ def _amount(value: Any) -> Decimal | None:
         return None
 
 
-def _close(a: Decimal, b: Decimal, tolerance: Decimal) -> bool:
+def close_enough(a: Decimal, b: Decimal, tolerance: Decimal) -> bool:
     # Rounding per line or per tax rate leaves a few cents; allow that, and 0.1 % on big sums.
     return abs(a - b) <= max(tolerance, abs(b) * Decimal("0.001"))
 
 
 def lines_sum_to_subtotal(tolerance: Decimal = Decimal("0.05")) -> Rule:
     def check(data: dict[str, Any]) -> list[RuleFailure]:
-        subtotal = _amount(data.get("subtotal"))
-        amounts = [_amount(item.get("amount")) for item in data.get("line_items") or []]
+        subtotal = as_amount(data.get("subtotal"))
+        amounts = [as_amount(item.get("amount")) for item in data.get("line_items") or []]
         if subtotal is None or not amounts or any(a is None for a in amounts):
             return []
         total = sum((a for a in amounts if a is not None), Decimal(0))
-        if _close(total, subtotal, tolerance):
+        if close_enough(total, subtotal, tolerance):
             return []
         return [
             RuleFailure(
@@ -57,10 +57,10 @@ def lines_sum_to_subtotal(tolerance: Decimal = Decimal("0.05")) -> Rule:
 
 def subtotal_plus_tax_is_total(tolerance: Decimal = Decimal("0.02")) -> Rule:
     def check(data: dict[str, Any]) -> list[RuleFailure]:
-        subtotal, tax, total = (_amount(data.get(k)) for k in ("subtotal", "tax", "total"))
+        subtotal, tax, total = (as_amount(data.get(k)) for k in ("subtotal", "tax", "total"))
         if subtotal is None or tax is None or total is None:
             return []
-        if _close(subtotal + tax, total, tolerance):
+        if close_enough(subtotal + tax, total, tolerance):
             return []
         return [
             RuleFailure(
@@ -78,11 +78,11 @@ def line_quantity_times_price(tolerance: Decimal = Decimal("0.05")) -> Rule:
         failures = []
         for n, item in enumerate(data.get("line_items") or []):
             qty, price, amount = (
-                _amount(item.get(k)) for k in ("quantity", "unit_price", "amount")
+                as_amount(item.get(k)) for k in ("quantity", "unit_price", "amount")
             )
             if qty is None or price is None or amount is None:
                 continue
-            if not _close(qty * price, amount, tolerance):
+            if not close_enough(qty * price, amount, tolerance):
                 failures.append(
                     RuleFailure(
                         "line_quantity_times_price",

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import checks
-from pipeline.checks import Rule, RuleFailure
+from pipeline.checks import Rule, RuleFailure, as_amount, close_enough
 from pipeline.schemas import SchemaSpec, register_schema
 from pipeline.schemas.fields import Amount, clean_text, iso_currency_code
 
@@ -62,35 +62,21 @@ class Receipt(BaseModel):
         return clean_text(value)
 
 
-# The tolerance helpers of pipeline.checks are private; these follow the same arithmetic.
-def _amount(value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        return Decimal(str(value))
-    except ArithmeticError:
-        return None
-
-
-def _close(a: Decimal, b: Decimal, tolerance: Decimal) -> bool:
-    return abs(a - b) <= max(tolerance, abs(b) * Decimal("0.001"))
-
-
 def lines_sum_to_subtotal_or_total(tolerance: Decimal = Decimal("0.05")) -> Rule:
     """Line amounts add up to the subtotal, or to the total (with or without the tip)."""
 
     def check(data: dict[str, Any]) -> list[RuleFailure]:
-        amounts = [_amount(item.get("amount")) for item in data.get("line_items") or []]
+        amounts = [as_amount(item.get("amount")) for item in data.get("line_items") or []]
         if not amounts or any(a is None for a in amounts):
             return []
         lines = sum((a for a in amounts if a is not None), Decimal(0))
-        subtotal, tip, total = (_amount(data.get(k)) for k in ("subtotal", "tip", "total"))
+        subtotal, tip, total = (as_amount(data.get(k)) for k in ("subtotal", "tip", "total"))
         # Shops that print gross prices (most VAT countries) have items that sum to the total
         # and often no subtotal at all; a tip is added after the items.
         targets = [t for t in (subtotal, total) if t is not None]
         if total is not None and tip is not None:
             targets.append(total - tip)
-        if not targets or any(_close(lines, t, tolerance) for t in targets):
+        if not targets or any(close_enough(lines, t, tolerance) for t in targets):
             return []
         shown = ", ".join(
             f"{k} {v}" for k, v in (("subtotal", subtotal), ("total", total)) if v is not None
@@ -113,17 +99,17 @@ def subtotal_tax_tip_is_total(
 
     def check(data: dict[str, Any]) -> list[RuleFailure]:
         subtotal, tax, tip, total = (
-            _amount(data.get(k)) for k in ("subtotal", "tax", "tip", "total")
+            as_amount(data.get(k)) for k in ("subtotal", "tax", "tip", "total")
         )
         if subtotal is None or tax is None or total is None:
             return []
         tip = tip or Decimal(0)
         expected = subtotal + tax + tip
-        if _close(expected, total, tolerance):
+        if close_enough(expected, total, tolerance):
             return []
         # VAT receipts print tax already contained in the prices ("incl. 19% VAT 3.80"), so
         # their subtotal already is the gross amount.
-        if tax_inclusive and _close(subtotal + tip, total, tolerance):
+        if tax_inclusive and close_enough(subtotal + tip, total, tolerance):
             return []
         with_tip = f" + tip {tip}" if tip else ""
         return [

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, false, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
@@ -311,8 +311,9 @@ def _words(raw: list[Any]) -> list[Word]:
 def load_pages(
     session: Session, document_id: int, start: int, stop: int, *, with_images: bool = True
 ) -> list[PageContent]:
-    """Pages [start, stop) as the prepare stage stored them."""
-    rows = session.execute(
+    """Pages [start, stop) as the prepare stage stored them; without images, the image bytes
+    are not even read (grounding a long document needs every page's words, not its pixels)."""
+    query = (
         select(Page, PagePayload)
         .join(
             PagePayload,
@@ -324,6 +325,9 @@ def load_pages(
         .where(Page.document_id == document_id, Page.page_index >= start, Page.page_index < stop)
         .order_by(Page.page_index)
     )
+    if not with_images:
+        query = query.options(defer(PagePayload.image))
+    rows = session.execute(query)
     return [
         PageContent(
             index=page.page_index,

@@ -104,10 +104,11 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
             lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False,
                                                   colorspace=pymupdf.csGRAY),
             repeat)
+        # Copies: an image that borrows a pixmap's buffer must not outlive the pixmap.
         rgb = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB",
-                               pix.stride, 1)
+                               pix.stride, 1).copy()
         grey = Image.frombuffer("L", (gray_pix.width, gray_pix.height), gray_pix.samples_mv,
-                                "raw", "L", gray_pix.stride, 1)
+                                "raw", "L", gray_pix.stride, 1).copy()
 
         def save(image: Any, fmt: str, **kw: Any) -> bytes:
             buf = io.BytesIO()

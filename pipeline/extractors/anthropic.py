@@ -16,13 +16,13 @@ import base64
 import json
 import logging
 import re
-import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.domain import ExtractionRequest, PageContent, ProviderReply, Usage
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
 from pipeline.extractors.common import (
+    LazyClient,
     connection_error,
     instruction_text,
     page_text_label,
@@ -101,34 +101,30 @@ class AnthropicExtractor:
         self._base_url = settings.anthropic_base_url or None
         self._timeout_s = settings.anthropic_timeout_s
         self._default_max_tokens = settings.anthropic_max_tokens
-        self._client: anthropic.Anthropic | None = None
-        self._client_lock = threading.Lock()
+        self._lazy = LazyClient(self._build_client)
 
     def __repr__(self) -> str:  # never show the key
         return f"AnthropicExtractor(model={self.model!r}, base_url={self._base_url!r})"
 
-    def _get_client(self) -> anthropic.Anthropic:
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                client = self._client
-                if client is None:
-                    import anthropic
+    def _build_client(self) -> anthropic.Anthropic:
+        import anthropic
 
-                    client = anthropic.Anthropic(
-                        api_key=self._api_key,
-                        base_url=self._base_url,
-                        max_retries=0,  # one retry policy: the caller's
-                        timeout=self._timeout_s,
-                    )
-                    self._client = client
-        return client
+        return anthropic.Anthropic(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,  # one retry policy: the caller's
+            timeout=self._timeout_s,
+        )
+
+    @property
+    def _client(self) -> anthropic.Anthropic | None:
+        return self._lazy.built
+
+    def _get_client(self) -> anthropic.Anthropic:
+        return self._lazy.get()
 
     def close(self) -> None:
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._lazy.close()
 
     # -- request ------------------------------------------------------------------------------
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import email.utils
 import math
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from pipeline.domain import PageContent
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
@@ -134,3 +135,39 @@ def connection_error(
         redact(f"{provider}: connection failed ({reason})", secrets),
         request_id=None,
     )
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class LazyClient(Generic[C]):
+    """An SDK client built on first use (SDK imports take seconds), once, thread-safely."""
+
+    def __init__(self, build: Callable[[], C]) -> None:
+        self._build = build
+        self._client: C | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> C | None:
+        """The client if it was built already, else None."""
+        return self._client
+
+    def get(self) -> C:
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = self._build()
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -12,13 +12,13 @@ import base64
 import json
 import logging
 import re
-import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeline.domain import ExtractionRequest, PageContent, ProviderReply, Usage
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
 from pipeline.extractors.common import (
+    LazyClient,
     connection_error,
     instruction_text,
     page_text_label,
@@ -78,34 +78,30 @@ class OpenAICompatExtractor:
         self._api_key = key.strip() or NO_API_KEY
         self._base_url = settings.openai_base_url
         self._timeout_s = settings.openai_timeout_s
-        self._client: openai.OpenAI | None = None
-        self._client_lock = threading.Lock()
+        self._lazy = LazyClient(self._build_client)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAICompatExtractor(model={self.model!r}, base_url={self._base_url!r})"
 
-    def _get_client(self) -> openai.OpenAI:
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                client = self._client
-                if client is None:
-                    import openai
+    def _build_client(self) -> openai.OpenAI:
+        import openai
 
-                    client = openai.OpenAI(
-                        api_key=self._api_key,
-                        base_url=self._base_url,
-                        max_retries=0,  # one retry policy: the caller's
-                        timeout=self._timeout_s,
-                    )
-                    self._client = client
-        return client
+        return openai.OpenAI(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,  # one retry policy: the caller's
+            timeout=self._timeout_s,
+        )
+
+    @property
+    def _client(self) -> openai.OpenAI | None:
+        return self._lazy.built
+
+    def _get_client(self) -> openai.OpenAI:
+        return self._lazy.get()
 
     def close(self) -> None:
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._lazy.close()
 
     @property
     def _secrets(self) -> tuple[str | None, ...]:

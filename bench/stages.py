@@ -114,24 +114,23 @@ def instrument(timer: StepTimer) -> None:
     w(pymupdf.Page, "get_text", "page: text layer (get_text ×2)")
     w(pymupdf.Page, "get_pixmap", "page: render (get_pixmap)")
     w(pages, "encode_jpeg", "page: JPEG encode")
-    w(repo, "record_source", "record source + layout")
-    w(repo, "record_layout", "record source + layout")
+    w(repo, "record_source", "record source facts (size, hash, pages)")
     w(repo, "record_pages", "page rows (INSERT … ON CONFLICT)")
     w(repo, "store_payloads", "page payloads (image, text, words)")
-    w(repo, "advance_stage", "advance stage")
+    w(repo, "advance_stage", "advance stage (same transaction as the pages)")
     # extract
-    w(repo, "load_pages", "load pages (with images, then words)")
+    w(repo, "load_pages", "load pages (once when one chunk)")
     w(RedisRateLimiter, "acquire", "rate limiter (Redis script) acquire+release")
     w(RedisRateLimiter, "release", "rate limiter (Redis script) acquire+release")
     w(anthropic_extractor.AnthropicExtractor, "build_params", "build request (base64, blocks)")
-    w(SchemaSpec, "json_schema", "tool JSON schema (pydantic, every call)")
+    w(SchemaSpec, "json_schema", "tool JSON schema (cached, copied per call)")
     w(anthropic_extractor.AnthropicExtractor, "call", "SDK call (client side of HTTP)")
     w(anthropic_extractor, "parse_message", "parse reply")
     w(extract, "validate", "validate (pydantic)")
     w(process, "verify", "verify: rules")
     w(verify_module, "ground", "verify: grounding")
-    for name in ("record_call", "save_extraction", "mark_pages", "finish_document"):
-        w(repo, name, "store result, call row, page status, finish")
+    for name in ("record_calls", "save_extraction", "finish_document"):
+        w(repo, name, "store call rows, result, finish document + pages")
 
 
 def _servers() -> tuple[Any, Any]:

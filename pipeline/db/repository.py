@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, false, func, or_, select, text, update
+from sqlalchemy import LargeBinary, Table, and_, false, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
@@ -54,26 +54,61 @@ def register_document(
     return existing, False
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedDocument:
+    """What a stage needs of the document it just claimed."""
+
+    id: int
+    bucket: str
+    key: str
+    version: str
+    schema_name: str
+    provider: str | None
+    page_count: int | None
+    attempts: int
+    stored_result: bool  # a valid result for its schema is stored already
+
+
+# The tables behind the models: hot-path statements run as Core, without the ORM's bookkeeping.
+_DOCUMENTS = cast(Table, Document.__table__)
+_PAGES = cast(Table, Page.__table__)
+_PAYLOADS = cast(Table, PagePayload.__table__)
+_CALLS = cast(Table, VlmCall.__table__)
+_EXTRACTIONS = cast(Table, Extraction.__table__)
+
+
 def claim_document(
     session: Session, document_id: int, lease: timedelta, stage: Stage, owner: str | None = None
-) -> Document | None:
+) -> ClaimedDocument | None:
     """Take the document for this stage; None when it is final, at another stage, or another
     worker holds it (a duplicate message). `owner` (the task id, the same across a task's
-    retries and redeliveries) may take back its own lease after a failure it could not report."""
+    retries and redeliveries) may take back its own lease after a failure it could not report.
+    One statement: the claim also says whether a valid result is stored already."""
+    docs = _DOCUMENTS.c
     now = func.now()
-    stmt = (
-        update(Document)
+    stored = (
+        select(Extraction.id)
         .where(
-            Document.id == document_id,
-            Document.stage == stage.value,
+            Extraction.document_id == docs.id,
+            Extraction.schema_name == docs.schema_name,
+            Extraction.valid.is_(True),
+        )
+        .correlate(_DOCUMENTS)
+        .exists()
+    )
+    stmt = (
+        update(_DOCUMENTS)
+        .where(
+            docs.id == document_id,
+            docs.stage == stage.value,
             or_(
-                Document.status == DocumentStatus.PENDING.value,
+                docs.status == DocumentStatus.PENDING.value,
                 and_(
-                    Document.status == DocumentStatus.PROCESSING.value,
+                    docs.status == DocumentStatus.PROCESSING.value,
                     or_(
-                        Document.lease_until.is_(None),
-                        Document.lease_until < now,
-                        Document.lease_owner == owner if owner else false(),
+                        docs.lease_until.is_(None),
+                        docs.lease_until < now,
+                        docs.lease_owner == owner if owner else false(),
                     ),
                 ),
             ),
@@ -82,33 +117,52 @@ def claim_document(
             status=DocumentStatus.PROCESSING.value,
             lease_until=now + lease,
             lease_owner=owner,
-            attempts=Document.attempts + 1,
+            attempts=docs.attempts + 1,
             updated_at=now,
         )
-        .returning(Document)
+        .returning(
+            docs.id,
+            docs.bucket,
+            docs.key,
+            docs.version,
+            docs.schema_name,
+            docs.provider,
+            docs.page_count,
+            docs.attempts,
+            stored,
+        )
     )
-    return session.execute(stmt).scalar_one_or_none()
+    row = session.execute(stmt).one_or_none()
+    return None if row is None else ClaimedDocument(*row)
 
 
 def get_document(session: Session, document_id: int) -> Document | None:
     return session.get(Document, document_id)
 
 
-def record_source(
-    session: Session, document_id: int, *, size: int, sha256: str, content_type: str
-) -> None:
-    session.execute(
-        update(Document)
-        .where(Document.id == document_id)
-        .values(size=size, sha256=sha256, content_type=content_type, updated_at=func.now())
-    )
+@dataclass(frozen=True, slots=True)
+class SourceFacts:
+    """What the prepare stage learns of the file itself."""
+
+    size: int
+    sha256: str
+    content_type: str
+    page_count: int
+    repaired: bool
 
 
-def record_layout(session: Session, document_id: int, *, page_count: int, repaired: bool) -> None:
+def record_source(session: Session, document_id: int, facts: SourceFacts) -> None:
     session.execute(
-        update(Document)
-        .where(Document.id == document_id)
-        .values(page_count=page_count, repaired=repaired, updated_at=func.now())
+        update(_DOCUMENTS)
+        .where(_DOCUMENTS.c.id == document_id)
+        .values(
+            size=facts.size,
+            sha256=facts.sha256,
+            content_type=facts.content_type,
+            page_count=facts.page_count,
+            repaired=facts.repaired,
+            updated_at=func.now(),
+        )
     )
 
 
@@ -134,7 +188,7 @@ def record_pages(
         }
         for p in pages
     ]
-    stmt = insert(Page).values(rows)
+    stmt = insert(_PAGES)
     stmt = stmt.on_conflict_do_update(
         constraint="uq_pages_document_index",
         set_={
@@ -147,46 +201,49 @@ def record_pages(
             "updated_at": func.now(),
         },
         # Never move a page backwards from extracted.
-        where=Page.status != PageStatus.EXTRACTED.value,
+        where=_PAGES.c.status != PageStatus.EXTRACTED.value,
     )
-    session.execute(stmt)
+    # Core executemany (one round trip via insertmanyvalues): the ORM bulk path adds nothing
+    # here but CPU.
+    session.execute(stmt, rows)
 
 
 def mark_pages(session: Session, document_id: int, status: PageStatus) -> None:
     session.execute(
-        update(Page)
-        .where(Page.document_id == document_id)
+        update(_PAGES)
+        .where(_PAGES.c.document_id == document_id)
         .values(status=status.value, updated_at=func.now())
     )
 
 
-def record_call(session: Session, document_id: int | None, call: CallRecord) -> None:
-    """One vlm_calls row; writing the same call_id twice is a no-op."""
-    stmt = (
-        insert(VlmCall)
-        .values(
-            call_id=call.call_id,
-            document_id=document_id,
-            provider=call.provider,
-            model=call.model,
-            request_id=call.request_id,
-            attempt=call.attempt,
-            page_indexes=call.page_indexes,
-            input_tokens=call.usage.input_tokens,
-            output_tokens=call.usage.output_tokens,
-            cache_creation_input_tokens=call.usage.cache_creation_input_tokens,
-            cache_read_input_tokens=call.usage.cache_read_input_tokens,
-            service_tier=call.usage.service_tier,
-            cost_usd=call.cost_usd,
-            latency_ms=call.latency_ms,
-            outcome=call.outcome.value,
-            stop_reason=call.stop_reason,
-            error_category=call.error_category,
-            error_message=call.error_message,
-        )
-        .on_conflict_do_nothing(index_elements=["call_id"])
-    )
-    session.execute(stmt)
+def record_calls(session: Session, document_id: int | None, calls: Sequence[CallRecord]) -> None:
+    """One vlm_calls row per call, in one statement; writing the same call_id twice is a no-op."""
+    if not calls:
+        return
+    rows = [
+        {
+            "call_id": call.call_id,
+            "document_id": document_id,
+            "provider": call.provider,
+            "model": call.model,
+            "request_id": call.request_id,
+            "attempt": call.attempt,
+            "page_indexes": call.page_indexes,
+            "input_tokens": call.usage.input_tokens,
+            "output_tokens": call.usage.output_tokens,
+            "cache_creation_input_tokens": call.usage.cache_creation_input_tokens,
+            "cache_read_input_tokens": call.usage.cache_read_input_tokens,
+            "service_tier": call.usage.service_tier,
+            "cost_usd": call.cost_usd,
+            "latency_ms": call.latency_ms,
+            "outcome": call.outcome.value,
+            "stop_reason": call.stop_reason,
+            "error_category": call.error_category,
+            "error_message": call.error_message,
+        }
+        for call in calls
+    ]
+    session.execute(insert(_CALLS).on_conflict_do_nothing(index_elements=["call_id"]), rows)
 
 
 def valid_extraction(session: Session, document_id: int, schema_name: str) -> Extraction | None:
@@ -201,7 +258,7 @@ def valid_extraction(session: Session, document_id: int, schema_name: str) -> Ex
 
 def save_extraction(session: Session, document_id: int, result: ExtractionResult) -> bool:
     """Store the result; a valid result already stored is never overwritten. True if written."""
-    stmt = insert(Extraction).values(
+    stmt = insert(_EXTRACTIONS).values(
         document_id=document_id,
         schema_name=result.schema_name,
         schema_version=result.schema_version,
@@ -226,8 +283,8 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
             "review_reasons": stmt.excluded.review_reasons,
             "updated_at": func.now(),
         },
-        where=Extraction.valid.is_(False),
-    ).returning(Extraction.id)
+        where=_EXTRACTIONS.c.valid.is_(False),
+    ).returning(_EXTRACTIONS.c.id)
     return session.execute(upsert).scalar_one_or_none() is not None
 
 
@@ -236,13 +293,17 @@ def finish_document(
     document_id: int,
     status: DocumentStatus,
     error: PipelineError | None = None,
+    *,
+    pages: PageStatus | None = None,
 ) -> bool:
-    """Move a processing document to a final state; False if it was not ours to finish."""
+    """Move a processing document to a final state, and its pages to `pages` when given, in one
+    statement; False if the document was not ours to finish."""
+    docs = _DOCUMENTS.c
     stmt = (
-        update(Document)
+        update(_DOCUMENTS)
         .where(
-            Document.id == document_id,
-            Document.status.in_([DocumentStatus.PROCESSING.value, DocumentStatus.PENDING.value]),
+            docs.id == document_id,
+            docs.status.in_([DocumentStatus.PROCESSING.value, DocumentStatus.PENDING.value]),
         )
         .values(
             status=status.value,
@@ -253,8 +314,15 @@ def finish_document(
             finished_at=func.now(),
             updated_at=func.now(),
         )
-        .returning(Document.id)
+        .returning(docs.id)
     )
+    if pages is not None:
+        stmt = stmt.add_cte(
+            update(_PAGES)
+            .where(_PAGES.c.document_id == document_id)
+            .values(status=pages.value, updated_at=func.now())
+            .cte("marked_pages")
+        )
     return session.execute(stmt).scalar_one_or_none() is not None
 
 
@@ -262,10 +330,10 @@ def advance_stage(session: Session, document_id: int, stage: Stage) -> bool:
     """Hand the document to the next stage (pending again, no lease); True if it was ours."""
     return (
         session.execute(
-            update(Document)
+            update(_DOCUMENTS)
             .where(
-                Document.id == document_id,
-                Document.status == DocumentStatus.PROCESSING.value,
+                _DOCUMENTS.c.id == document_id,
+                _DOCUMENTS.c.status == DocumentStatus.PROCESSING.value,
             )
             .values(
                 stage=stage.value,
@@ -274,7 +342,7 @@ def advance_stage(session: Session, document_id: int, stage: Stage) -> bool:
                 lease_owner=None,
                 updated_at=func.now(),
             )
-            .returning(Document.id)
+            .returning(_DOCUMENTS.c.id)
         ).scalar_one_or_none()
         is not None
     )
@@ -296,12 +364,12 @@ def store_payloads(session: Session, document_id: int, pages: Sequence[PageConte
         }
         for p in pages
     ]
-    stmt = insert(PagePayload).values(rows)
+    stmt = insert(_PAYLOADS)
     stmt = stmt.on_conflict_do_update(
         index_elements=["document_id", "page_index"],
         set_={name: stmt.excluded[name] for name in ("media_type", "image", "page_text", "words")},
     )
-    session.execute(stmt)
+    session.execute(stmt, rows)
 
 
 def _words(raw: list[Any]) -> list[Word]:
@@ -313,37 +381,50 @@ def load_pages(
 ) -> list[PageContent]:
     """Pages [start, stop) as the prepare stage stored them; without images, the image bytes
     are not even read (grounding a long document needs every page's words, not its pixels)."""
+    pages, payloads = _PAGES.c, _PAYLOADS.c
+    image = payloads.image if with_images else literal(b"", LargeBinary).label("image")
     query = (
-        select(Page, PagePayload)
-        .join(
-            PagePayload,
+        select(
+            pages.page_index,
+            payloads.width_pt,
+            payloads.height_pt,
+            image,
+            payloads.media_type,
+            pages.pixel_width,
+            pages.pixel_height,
+            pages.render_dpi,
+            pages.image_sha256,
+            payloads.page_text,
+            payloads.words,
+            pages.image_passthrough,
+        )
+        .join_from(
+            _PAGES,
+            _PAYLOADS,
             and_(
-                PagePayload.document_id == Page.document_id,
-                PagePayload.page_index == Page.page_index,
+                payloads.document_id == pages.document_id,
+                payloads.page_index == pages.page_index,
             ),
         )
-        .where(Page.document_id == document_id, Page.page_index >= start, Page.page_index < stop)
-        .order_by(Page.page_index)
+        .where(pages.document_id == document_id, pages.page_index >= start, pages.page_index < stop)
+        .order_by(pages.page_index)
     )
-    if not with_images:
-        query = query.options(defer(PagePayload.image))
-    rows = session.execute(query)
     return [
         PageContent(
-            index=page.page_index,
-            width_pt=payload.width_pt,
-            height_pt=payload.height_pt,
-            image=payload.image if with_images else b"",
-            media_type=payload.media_type,
-            pixel_width=page.pixel_width,
-            pixel_height=page.pixel_height,
-            render_dpi=page.render_dpi,
-            image_sha256=page.image_sha256,
-            text=payload.page_text,
-            words=_words(payload.words),
-            image_passthrough=page.image_passthrough,
+            index=row.page_index,
+            width_pt=row.width_pt,
+            height_pt=row.height_pt,
+            image=row.image,
+            media_type=row.media_type,
+            pixel_width=row.pixel_width,
+            pixel_height=row.pixel_height,
+            render_dpi=row.render_dpi,
+            image_sha256=row.image_sha256,
+            text=row.page_text,
+            words=_words(row.words),
+            image_passthrough=row.image_passthrough,
         )
-        for page, payload in rows
+        for row in session.execute(query)
     ]
 
 

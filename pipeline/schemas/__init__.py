@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,14 @@ class SchemaSpec:
     source: str = BUILTIN  # where a user schema came from (its ref), so clashes can be named
 
     def json_schema(self) -> dict[str, Any]:
-        return self.model.model_json_schema()
+        # Pydantic rebuilds it on every call (~2 ms, once per model call); a copy is 0.1 ms and
+        # keeps the cached one safe from a caller that edits what it gets.
+        return copy.deepcopy(_json_schema_of(self.model))
+
+
+@functools.cache
+def _json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
 
 
 _SCHEMAS: dict[str, SchemaSpec] = {}

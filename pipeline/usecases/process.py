@@ -103,10 +103,11 @@ def _claim(
         )
         if doc is None:
             return None
-        existing = repo.valid_extraction(session, document_id, doc.schema_name)
-        if existing is not None:
+        if doc.stored_result:
             # Crashed after the result was stored: finish, never call the model again.
-            status = DocumentStatus.NEEDS_REVIEW if existing.review_reasons else DocumentStatus.DONE
+            existing = repo.valid_extraction(session, document_id, doc.schema_name)
+            needs_review = existing is not None and bool(existing.review_reasons)
+            status = DocumentStatus.NEEDS_REVIEW if needs_review else DocumentStatus.DONE
             repo.finish_document(session, document_id, status)
             return status
         return Claimed(
@@ -133,39 +134,37 @@ def prepare_document(
         data = storage.download(deps.s3, claimed.ref, settings.max_file_bytes)
         source = open_document(data, limits_from(settings))
         try:
-            with transaction(deps.sessions) as session:
-                repo.record_source(
-                    session,
-                    document_id,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    content_type=source.media_type,
-                )
-                repo.record_layout(
-                    session, document_id, page_count=source.page_count, repaired=source.repaired
-                )
+            facts = repo.SourceFacts(
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                content_type=source.media_type,
+                page_count=source.page_count,
+                repaired=source.repaired,
+            )
             del data
             ocr = extractor.runs_locally or settings.ocr_scanned_pages
             kept: list[PageContent] = []
             for index in range(0, source.page_count, _STORE_BATCH):
-                batch = [
-                    source.page(i)
-                    for i in range(index, min(index + _STORE_BATCH, source.page_count))
-                ]
+                stop = min(index + _STORE_BATCH, source.page_count)
+                batch = [source.page(i) for i in range(index, stop)]
                 for page in batch:
                     if ocr:
                         ensure_words(page, source, settings)
+                # Few transactions: the source facts go with the first batch, the hand-over to
+                # the extract stage with the last (a one-page document is one transaction).
                 with transaction(deps.sessions) as session:
+                    if index == 0:
+                        repo.record_source(session, document_id, facts)
                     repo.record_pages(session, document_id, batch)
                     if not extractor.runs_locally:
                         repo.store_payloads(session, document_id, batch)
+                        if stop == source.page_count:
+                            repo.advance_stage(session, document_id, Stage.EXTRACT)
                 if extractor.runs_locally:
                     for page in batch:
                         page.image = b""  # the words are all the offline extractor reads
                     kept.extend(batch)
             if not extractor.runs_locally:
-                with transaction(deps.sessions) as session:
-                    repo.advance_stage(session, document_id, Stage.EXTRACT)
                 return Stage.EXTRACT
             options = options_from(settings, deps.limiter)
             result = extract_pages(
@@ -203,12 +202,16 @@ def extract_document(
         page_count = claimed.page_count or 0
         size = settings.pages_per_call
 
+        loaded: list[PageContent] = []
+
         def chunks() -> Iterator[list[PageContent]]:
             for start in range(0, page_count, size):
                 # Load, then close the session before yielding: a generator left suspended
                 # must not hold a transaction (and its locks) open.
                 with deps.sessions() as session:
                     pages = repo.load_pages(session, document_id, start, start + size)
+                if page_count <= size:
+                    loaded.extend(pages)  # one chunk: grounding reuses it, no second read
                 yield pages
 
         result = extract_pages(
@@ -220,8 +223,13 @@ def extract_document(
             meter,
             options_from(settings, deps.limiter),
         )
-        with deps.sessions() as session:
-            words_only = repo.load_pages(session, document_id, 0, page_count, with_images=False)
+        if loaded:
+            for page in loaded:
+                page.image = b""  # grounding reads words only: let the pixels go
+            words_only = loaded
+        else:
+            with deps.sessions() as session:
+                words_only = repo.load_pages(session, document_id, 0, page_count, with_images=False)
         return _finish(deps, document_id, claimed, extractor, result, words_only, renderer, meter)
     except TransientError as exc:
         _give_back(deps, document_id, meter, exc)
@@ -289,10 +297,9 @@ def _finish(
     )
     status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
     with transaction(deps.sessions) as session:
-        _write_calls(session, document_id, meter)
+        repo.record_calls(session, document_id, meter.calls)
         repo.save_extraction(session, document_id, result)
-        repo.mark_pages(session, document_id, PageStatus.EXTRACTED)
-        repo.finish_document(session, document_id, status)
+        repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)
     log.info(
         "document %s %s: %d page(s), %d call(s), $%s",
         document_id,
@@ -343,8 +350,9 @@ def fail_document(
             _write_calls(session, document_id, meter)
         doc = session.get(Document, document_id)
         attempts = doc.attempts if doc else 0
-        repo.mark_pages(session, document_id, PageStatus.FAILED)
-        repo.finish_document(session, document_id, DocumentStatus.FAILED, error)
+        repo.finish_document(
+            session, document_id, DocumentStatus.FAILED, error, pages=PageStatus.FAILED
+        )
         repo.add_dead_letter(session, document_id, task_name, error, attempts)
     log.warning("document %s failed: %s", document_id, error)
 
@@ -357,5 +365,4 @@ def give_up(sessions: sessionmaker[Session], document_id: int, error: BaseExcept
 
 
 def _write_calls(session: Session, document_id: int, meter: Meter) -> None:
-    for call in meter.calls:
-        repo.record_call(session, document_id, call)
+    repo.record_calls(session, document_id, meter.calls)

@@ -138,8 +138,11 @@ class PdfDocument(LoadedDocument):
         page = self.doc[index]
         rect = page.rect
         try:
-            text = page.get_text()
-            raw_words: list[Any] = page.get_text("words")
+            # One text page serves both extractions: building it is most of their cost. The two
+            # options share their default flags, so the output is what two separate calls give.
+            textpage = page.get_textpage(flags=pymupdf.TEXTFLAGS_TEXT)
+            text = page.get_text(textpage=textpage)
+            raw_words: list[Any] = page.get_text("words", textpage=textpage)
         except (RuntimeError, ValueError) as exc:
             raise PermanentError(
                 ErrorCategory.BAD_INPUT, f"page {index + 1} cannot be read: {_one_line(exc)}"

@@ -161,3 +161,38 @@ def test_open_document_rejects_non_pdf_png_named_anything() -> None:
     with pytest.raises(PermanentError) as info:
         open_document(buf.getvalue(), Limits())
     assert "GIF" in info.value.message
+
+
+def _two_call_text(data: bytes) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """What a page's text and words were when each came from its own `get_text` call."""
+    doc = pymupdf.open(stream=data, filetype="pdf")
+    try:
+        pages = [doc[index] for index in range(doc.page_count)]
+        return [(page.get_text(), [tuple(w) for w in page.get_text("words")]) for page in pages]
+    finally:
+        doc.close()
+
+
+def _page_text(data: bytes) -> list[tuple[str, list[tuple[object, ...]]]]:
+    with opened(data, Limits()) as doc:
+        return [
+            (p.text, [(w.x0, w.y0, w.x1, w.y1, w.text, w.block, w.line) for w in p.words])
+            for p in doc.pages()
+        ]
+
+
+def _assert_text_as_two_extractions(data: bytes) -> None:
+    expected = _two_call_text(data)
+    assert _page_text(data) == [(text, [w[:7] for w in words]) for text, words in expected]
+    assert any(words for _, words in expected)
+
+
+def test_one_text_page_gives_what_two_extractions_gave_on_a_generated_invoice() -> None:
+    # The shared text page is built with the "text" flags; "words" must not want other ones.
+    assert pymupdf.TEXTFLAGS_TEXT == pymupdf.TEXTFLAGS_WORDS
+    _assert_text_as_two_extractions(render_pdf(make_invoice(11, items=40), rows_per_page=20))
+
+
+def test_one_text_page_gives_what_two_extractions_gave_on_the_samples(samples_dir: Path) -> None:
+    for path in sorted((samples_dir / "docs").glob("*.pdf")):
+        _assert_text_as_two_extractions(path.read_bytes())

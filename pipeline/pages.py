@@ -67,8 +67,10 @@ def _sha256(data: bytes) -> str:
 
 
 def encode_jpeg(image: Image.Image) -> bytes:
+    # convert() copies even an image that is already RGB: a page-sized copy for nothing.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=False)
+    rgb.save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=False)
     return buf.getvalue()
 
 

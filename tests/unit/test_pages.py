@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ErrorCategory, PermanentError
-from pipeline.pages import JPEG, Limits, open_document, opened, sniff
+from pipeline.pages import JPEG, Limits, encode_jpeg, open_document, opened, sniff
 from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
 
 
@@ -196,3 +196,11 @@ def test_one_text_page_gives_what_two_extractions_gave_on_a_generated_invoice() 
 def test_one_text_page_gives_what_two_extractions_gave_on_the_samples(samples_dir: Path) -> None:
     for path in sorted((samples_dir / "docs").glob("*.pdf")):
         _assert_text_as_two_extractions(path.read_bytes())
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_encode_jpeg_writes_rgb_whatever_the_mode(mode: str) -> None:
+    image = Image.new("RGB", (64, 48), (200, 40, 90)).convert(mode)
+    decoded = Image.open(io.BytesIO(encode_jpeg(image)))
+    assert decoded.format == "JPEG" and decoded.mode == "RGB" and decoded.size == (64, 48)
+    assert image.mode == mode

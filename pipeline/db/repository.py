@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import LargeBinary, Table, and_, false, func, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Interval,
+    LargeBinary,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
@@ -69,7 +85,9 @@ class ClaimedDocument:
     stored_result: bool  # a valid result for its schema is stored already
 
 
-# The tables behind the models: hot-path statements run as Core, without the ORM's bookkeeping.
+# The tables behind the models: hot-path statements run as Core, without the ORM's bookkeeping,
+# and are built once with bound parameters (building and cache-keying a statement per call cost
+# more CPU than running it).
 _DOCUMENTS = cast(Table, Document.__table__)
 _PAGES = cast(Table, Page.__table__)
 _PAYLOADS = cast(Table, PagePayload.__table__)
@@ -77,30 +95,25 @@ _CALLS = cast(Table, VlmCall.__table__)
 _EXTRACTIONS = cast(Table, Extraction.__table__)
 
 
-def claim_document(
-    session: Session, document_id: int, lease: timedelta, stage: Stage, owner: str | None = None
-) -> ClaimedDocument | None:
-    """Take the document for this stage; None when it is final, at another stage, or another
-    worker holds it (a duplicate message). `owner` (the task id, the same across a task's
-    retries and redeliveries) may take back its own lease after a failure it could not report.
-    One statement: the claim also says whether a valid result is stored already."""
+@functools.cache
+def _claim_statement() -> Update:
     docs = _DOCUMENTS.c
     now = func.now()
     stored = (
-        select(Extraction.id)
+        select(_EXTRACTIONS.c.id)
         .where(
-            Extraction.document_id == docs.id,
-            Extraction.schema_name == docs.schema_name,
-            Extraction.valid.is_(True),
+            _EXTRACTIONS.c.document_id == docs.id,
+            _EXTRACTIONS.c.schema_name == docs.schema_name,
+            _EXTRACTIONS.c.valid.is_(True),
         )
         .correlate(_DOCUMENTS)
         .exists()
     )
-    stmt = (
+    return (
         update(_DOCUMENTS)
         .where(
-            docs.id == document_id,
-            docs.stage == stage.value,
+            docs.id == bindparam("p_document_id"),
+            docs.stage == bindparam("p_stage"),
             or_(
                 docs.status == DocumentStatus.PENDING.value,
                 and_(
@@ -108,15 +121,16 @@ def claim_document(
                     or_(
                         docs.lease_until.is_(None),
                         docs.lease_until < now,
-                        docs.lease_owner == owner if owner else false(),
+                        # NULL owner compares as NULL: only a named task takes a lease back.
+                        docs.lease_owner == bindparam("p_owner"),
                     ),
                 ),
             ),
         )
         .values(
             status=DocumentStatus.PROCESSING.value,
-            lease_until=now + lease,
-            lease_owner=owner,
+            lease_until=now + bindparam("p_lease", type_=Interval),
+            lease_owner=bindparam("p_owner"),
             attempts=docs.attempts + 1,
             updated_at=now,
         )
@@ -132,7 +146,19 @@ def claim_document(
             stored,
         )
     )
-    row = session.execute(stmt).one_or_none()
+
+
+def claim_document(
+    session: Session, document_id: int, lease: timedelta, stage: Stage, owner: str | None = None
+) -> ClaimedDocument | None:
+    """Take the document for this stage; None when it is final, at another stage, or another
+    worker holds it (a duplicate message). `owner` (the task id, the same across a task's
+    retries and redeliveries) may take back its own lease after a failure it could not report.
+    One statement: the claim also says whether a valid result is stored already."""
+    row = session.execute(
+        _claim_statement(),
+        {"p_document_id": document_id, "p_stage": stage.value, "p_lease": lease, "p_owner": owner},
+    ).one_or_none()
     return None if row is None else ClaimedDocument(*row)
 
 
@@ -153,14 +179,29 @@ class SourceFacts:
 
 def record_source(session: Session, document_id: int, facts: SourceFacts) -> None:
     session.execute(
+        _record_source_statement(),
+        {
+            "p_document_id": document_id,
+            "p_size": facts.size,
+            "p_sha256": facts.sha256,
+            "p_content_type": facts.content_type,
+            "p_page_count": facts.page_count,
+            "p_repaired": facts.repaired,
+        },
+    )
+
+
+@functools.cache
+def _record_source_statement() -> Update:
+    return (
         update(_DOCUMENTS)
-        .where(_DOCUMENTS.c.id == document_id)
+        .where(_DOCUMENTS.c.id == bindparam("p_document_id"))
         .values(
-            size=facts.size,
-            sha256=facts.sha256,
-            content_type=facts.content_type,
-            page_count=facts.page_count,
-            repaired=facts.repaired,
+            size=bindparam("p_size"),
+            sha256=bindparam("p_sha256"),
+            content_type=bindparam("p_content_type"),
+            page_count=bindparam("p_page_count"),
+            repaired=bindparam("p_repaired"),
             updated_at=func.now(),
         )
     )
@@ -188,8 +229,15 @@ def record_pages(
         }
         for p in pages
     ]
+    # Core executemany (one round trip via insertmanyvalues): the ORM bulk path adds nothing
+    # here but CPU.
+    session.execute(_record_pages_statement(), rows)
+
+
+@functools.cache
+def _record_pages_statement() -> Insert:
     stmt = insert(_PAGES)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         constraint="uq_pages_document_index",
         set_={
             "render_dpi": stmt.excluded.render_dpi,
@@ -203,9 +251,6 @@ def record_pages(
         # Never move a page backwards from extracted.
         where=_PAGES.c.status != PageStatus.EXTRACTED.value,
     )
-    # Core executemany (one round trip via insertmanyvalues): the ORM bulk path adds nothing
-    # here but CPU.
-    session.execute(stmt, rows)
 
 
 def mark_pages(session: Session, document_id: int, status: PageStatus) -> None:
@@ -243,7 +288,12 @@ def record_calls(session: Session, document_id: int | None, calls: Sequence[Call
         }
         for call in calls
     ]
-    session.execute(insert(_CALLS).on_conflict_do_nothing(index_elements=["call_id"]), rows)
+    session.execute(_record_calls_statement(), rows)
+
+
+@functools.cache
+def _record_calls_statement() -> Insert:
+    return insert(_CALLS).on_conflict_do_nothing(index_elements=["call_id"])
 
 
 def valid_extraction(session: Session, document_id: int, schema_name: str) -> Extraction | None:
@@ -258,19 +308,28 @@ def valid_extraction(session: Session, document_id: int, schema_name: str) -> Ex
 
 def save_extraction(session: Session, document_id: int, result: ExtractionResult) -> bool:
     """Store the result; a valid result already stored is never overwritten. True if written."""
-    stmt = insert(_EXTRACTIONS).values(
-        document_id=document_id,
-        schema_name=result.schema_name,
-        schema_version=result.schema_version,
-        provider=result.provider,
-        model=result.model,
-        valid=result.valid,
-        data=result.data if result.valid else None,
-        errors=result.errors,
-        grounding=result.grounding,
-        review_reasons=result.review_reasons,
-    )
-    upsert = stmt.on_conflict_do_update(
+    row = session.execute(
+        _save_extraction_statement(),
+        {
+            "document_id": document_id,
+            "schema_name": result.schema_name,
+            "schema_version": result.schema_version,
+            "provider": result.provider,
+            "model": result.model,
+            "valid": result.valid,
+            "data": result.data if result.valid else None,
+            "errors": result.errors,
+            "grounding": result.grounding,
+            "review_reasons": result.review_reasons,
+        },
+    ).scalar_one_or_none()
+    return row is not None
+
+
+@functools.cache
+def _save_extraction_statement() -> ReturningInsert[tuple[int]]:
+    stmt = insert(_EXTRACTIONS)
+    return stmt.on_conflict_do_update(
         constraint="uq_extractions_document_schema",
         set_={
             "schema_version": stmt.excluded.schema_version,
@@ -285,7 +344,6 @@ def save_extraction(session: Session, document_id: int, result: ExtractionResult
         },
         where=_EXTRACTIONS.c.valid.is_(False),
     ).returning(_EXTRACTIONS.c.id)
-    return session.execute(upsert).scalar_one_or_none() is not None
 
 
 def finish_document(
@@ -298,17 +356,31 @@ def finish_document(
 ) -> bool:
     """Move a processing document to a final state, and its pages to `pages` when given, in one
     statement; False if the document was not ours to finish."""
+    params: dict[str, Any] = {
+        "p_document_id": document_id,
+        "p_status": status.value,
+        "p_error_category": error.category.value if error else None,
+        "p_error_message": error.message if error else None,
+    }
+    if pages is not None:
+        params["p_page_status"] = pages.value
+    row = session.execute(_finish_statement(pages is not None), params).scalar_one_or_none()
+    return row is not None
+
+
+@functools.cache
+def _finish_statement(with_pages: bool) -> ReturningUpdate[tuple[int]]:
     docs = _DOCUMENTS.c
     stmt = (
         update(_DOCUMENTS)
         .where(
-            docs.id == document_id,
+            docs.id == bindparam("p_document_id"),
             docs.status.in_([DocumentStatus.PROCESSING.value, DocumentStatus.PENDING.value]),
         )
         .values(
-            status=status.value,
-            error_category=error.category.value if error else None,
-            error_message=error.message if error else None,
+            status=bindparam("p_status"),
+            error_category=bindparam("p_error_category"),
+            error_message=bindparam("p_error_message"),
             lease_until=None,
             lease_owner=None,
             finished_at=func.now(),
@@ -316,35 +388,40 @@ def finish_document(
         )
         .returning(docs.id)
     )
-    if pages is not None:
+    if with_pages:
         stmt = stmt.add_cte(
             update(_PAGES)
-            .where(_PAGES.c.document_id == document_id)
-            .values(status=pages.value, updated_at=func.now())
+            .where(_PAGES.c.document_id == bindparam("p_document_id"))
+            .values(status=bindparam("p_page_status"), updated_at=func.now())
             .cte("marked_pages")
         )
-    return session.execute(stmt).scalar_one_or_none() is not None
+    return stmt
 
 
 def advance_stage(session: Session, document_id: int, stage: Stage) -> bool:
     """Hand the document to the next stage (pending again, no lease); True if it was ours."""
+    row = session.execute(
+        _advance_statement(), {"p_document_id": document_id, "p_stage": stage.value}
+    ).scalar_one_or_none()
+    return row is not None
+
+
+@functools.cache
+def _advance_statement() -> ReturningUpdate[tuple[int]]:
+    docs = _DOCUMENTS.c
     return (
-        session.execute(
-            update(_DOCUMENTS)
-            .where(
-                _DOCUMENTS.c.id == document_id,
-                _DOCUMENTS.c.status == DocumentStatus.PROCESSING.value,
-            )
-            .values(
-                stage=stage.value,
-                status=DocumentStatus.PENDING.value,
-                lease_until=None,
-                lease_owner=None,
-                updated_at=func.now(),
-            )
-            .returning(_DOCUMENTS.c.id)
-        ).scalar_one_or_none()
-        is not None
+        update(_DOCUMENTS)
+        .where(
+            docs.id == bindparam("p_document_id"), docs.status == DocumentStatus.PROCESSING.value
+        )
+        .values(
+            stage=bindparam("p_stage"),
+            status=DocumentStatus.PENDING.value,
+            lease_until=None,
+            lease_owner=None,
+            updated_at=func.now(),
+        )
+        .returning(docs.id)
     )
 
 
@@ -364,12 +441,16 @@ def store_payloads(session: Session, document_id: int, pages: Sequence[PageConte
         }
         for p in pages
     ]
+    session.execute(_store_payloads_statement(), rows)
+
+
+@functools.cache
+def _store_payloads_statement() -> Insert:
     stmt = insert(_PAYLOADS)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["document_id", "page_index"],
         set_={name: stmt.excluded[name] for name in ("media_type", "image", "page_text", "words")},
     )
-    session.execute(stmt, rows)
 
 
 def _words(raw: list[Any]) -> list[Word]:
@@ -381,9 +462,32 @@ def load_pages(
 ) -> list[PageContent]:
     """Pages [start, stop) as the prepare stage stored them; without images, the image bytes
     are not even read (grounding a long document needs every page's words, not its pixels)."""
+    query = _load_pages_statement(with_images)
+    params = {"document_id": document_id, "start": start, "stop": stop}
+    return [
+        PageContent(
+            index=row.page_index,
+            width_pt=row.width_pt,
+            height_pt=row.height_pt,
+            image=row.image,
+            media_type=row.media_type,
+            pixel_width=row.pixel_width,
+            pixel_height=row.pixel_height,
+            render_dpi=row.render_dpi,
+            image_sha256=row.image_sha256,
+            text=row.page_text,
+            words=_words(row.words),
+            image_passthrough=row.image_passthrough,
+        )
+        for row in session.execute(query, params)
+    ]
+
+
+@functools.cache
+def _load_pages_statement(with_images: bool) -> Select[Any]:
     pages, payloads = _PAGES.c, _PAYLOADS.c
     image = payloads.image if with_images else literal(b"", LargeBinary).label("image")
-    query = (
+    return (
         select(
             pages.page_index,
             payloads.width_pt,
@@ -406,26 +510,13 @@ def load_pages(
                 payloads.page_index == pages.page_index,
             ),
         )
-        .where(pages.document_id == document_id, pages.page_index >= start, pages.page_index < stop)
+        .where(
+            pages.document_id == bindparam("document_id"),
+            pages.page_index >= bindparam("start"),
+            pages.page_index < bindparam("stop"),
+        )
         .order_by(pages.page_index)
     )
-    return [
-        PageContent(
-            index=row.page_index,
-            width_pt=row.width_pt,
-            height_pt=row.height_pt,
-            image=row.image,
-            media_type=row.media_type,
-            pixel_width=row.pixel_width,
-            pixel_height=row.pixel_height,
-            render_dpi=row.render_dpi,
-            image_sha256=row.image_sha256,
-            text=row.page_text,
-            words=_words(row.words),
-            image_passthrough=row.image_passthrough,
-        )
-        for row in session.execute(query)
-    ]
 
 
 def release_for_retry(session: Session, document_id: int, error: PipelineError) -> None:

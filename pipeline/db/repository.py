@@ -46,20 +46,15 @@ def register_document(
     session: Session, ref: ObjectRef, schema_name: str, provider: str | None = None
 ) -> tuple[int, bool]:
     """The document row for this object version; (id, created). A duplicate event creates none."""
-    stmt = (
-        insert(Document)
-        .values(
-            bucket=ref.bucket,
-            key=ref.key,
-            version=ref.version,
-            size=ref.size,
-            schema_name=schema_name,
-            provider=provider,
-        )
-        .on_conflict_do_nothing(constraint="uq_documents_object_version")
-        .returning(Document.id)
-    )
-    new_id = session.execute(stmt).scalar_one_or_none()
+    params = {
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "version": ref.version,
+        "size": ref.size,
+        "schema_name": schema_name,
+        "provider": provider,
+    }
+    new_id = session.execute(_register_statement(), params).scalar_one_or_none()
     if new_id is not None:
         return new_id, True
     existing = session.execute(
@@ -68,6 +63,15 @@ def register_document(
         )
     ).scalar_one()
     return existing, False
+
+
+@functools.cache
+def _register_statement() -> ReturningInsert[Any]:
+    return (
+        insert(_DOCUMENTS)
+        .on_conflict_do_nothing(constraint="uq_documents_object_version")
+        .returning(_DOCUMENTS.c.id)
+    )
 
 
 @dataclass(frozen=True, slots=True)

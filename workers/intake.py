@@ -5,7 +5,8 @@ Two transports, both plain code with the work injected as `handle` (no Celery he
 * `consume_sqs` long-polls an SQS queue that S3 (or moto/LocalStack, or SNS/EventBridge) fills
   with bucket events. A message is deleted only after `handle` returned for every object it
   names; a failure leaves it for redelivery after the queue's visibility timeout. A malformed
-  message can never succeed, so it is logged and deleted.
+  message can never succeed, so it is logged and deleted. The messages of one receive are
+  deleted together, in one DeleteMessageBatch call, once each of them is finished with.
 * `make_webhook_server` serves ``POST /events`` for S3-compatible servers that push events over
   HTTP (MinIO's webhook target, Ceph's HTTP push endpoint): 200 once handled, 503 when `handle`
   failed so the sender retries, 400 for a body that is not a bucket event, 401 without the
@@ -74,7 +75,8 @@ class IntakeStats:
     malformed: int = 0  # bodies that are not bucket events (deleted)
     failed: int = 0  # messages left for redelivery because handle() raised
     receive_errors: int = 0  # transient ReceiveMessage failures (retried after a pause)
-    delete_errors: int = 0  # DeleteMessage failures (the message will come back)
+    delete_errors: int = 0  # messages whose deletion failed (they will come back)
+    delete_calls: int = 0  # DeleteMessageBatch / DeleteMessage requests sent
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -113,13 +115,16 @@ def consume_sqs(
     """Long-poll `queue_url` until `stop` is set, calling `handle` for each created object.
 
     Returns the counters (also updated in `stats` while running, when given). A batch already
-    received is finished before stopping. Transient SQS errors are retried with a capped pause;
+    received is finished before stopping; its finished messages are deleted with one request
+    after the whole batch was processed (a message left undeleted only comes back as a
+    duplicate). Transient SQS errors are retried with a capped pause;
     a permanent one (queue missing, access denied) raises `PermanentError(CONFIGURATION)`.
     """
     stats = stats if stats is not None else IntakeStats()
     batch = max(1, min(10, max_messages))
     wait = max(0, min(20, wait_seconds))
     backoff = _BACKOFF_START_S
+    deleter = _Deleter(sqs, queue_url, stats)
     log.info("consuming bucket events from %s", queue_url)
     while not stop.is_set():
         try:
@@ -139,45 +144,45 @@ def consume_sqs(
             backoff = min(_BACKOFF_CAP_S, backoff * 2)
             continue
         backoff = _BACKOFF_START_S
-        for message in response.get("Messages", []):
-            stats.messages += 1
-            _process_message(sqs, queue_url, message, handle, stats)
+        finished: list[dict[str, Any]] = []
+        try:
+            for message in response.get("Messages", []):
+                stats.messages += 1
+                if _process_message(message, handle, stats):
+                    finished.append(message)
+        finally:
+            # Also on an interrupt: what was handled need not be handled again.
+            deleter.delete(finished)
     log.info(
         "stopped consuming %s: %d messages, %d objects handled, %d ignored, %d malformed, "
-        "%d failed",
+        "%d failed, %d not deleted",
         queue_url,
         stats.messages,
         stats.refs_handled,
         stats.ignored,
         stats.malformed,
         stats.failed,
+        stats.delete_errors,
     )
     return stats
 
 
-def _process_message(
-    sqs: SQSClient,
-    queue_url: str,
-    message: dict[str, Any],
-    handle: Handle,
-    stats: IntakeStats,
-) -> None:
+def _process_message(message: dict[str, Any], handle: Handle, stats: IntakeStats) -> bool:
+    """Handle every object `message` names; True when the message may be deleted (all of them
+    were handled, or it can never succeed), False to leave it for redelivery."""
     message_id = str(message.get("MessageId", "?"))
-    receipt = message.get("ReceiptHandle")
     receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
     try:
         refs = parse_bucket_event(message.get("Body", ""))
     except PermanentError as exc:
         stats.malformed += 1
         log.warning("deleting malformed message %s: %s", message_id, _printable(exc.message))
-        _delete(sqs, queue_url, message_id, receipt, stats)
-        return
+        return True
 
     if not refs:
         stats.ignored += 1
         log.info("message %s names no created object; deleting", message_id)
-        _delete(sqs, queue_url, message_id, receipt, stats)
-        return
+        return True
 
     for ref in refs:
         try:
@@ -191,7 +196,7 @@ def _process_message(
                 _where(ref),
                 _describe_failure(exc),
             )
-            return
+            return False
         stats.refs_handled += 1
         log.info(
             "message %s: %s %s version=%s size=%s",
@@ -201,26 +206,115 @@ def _process_message(
             _printable(ref.version) or "-",
             ref.size if ref.size is not None else "-",
         )
-    _delete(sqs, queue_url, message_id, receipt, stats)
+    return True
 
 
-def _delete(
-    sqs: SQSClient, queue_url: str, message_id: str, receipt: object, stats: IntakeStats
-) -> None:
-    if not isinstance(receipt, str):
-        log.warning("message %s has no receipt handle; cannot delete it", message_id)
-        stats.delete_errors += 1
-        return
-    try:
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
-    except (ClientError, BotoCoreError) as exc:
-        stats.delete_errors += 1
-        error = storage_error(exc, "DeleteMessage", queue_url)
+# Error codes of a server that has no DeleteMessageBatch (some SQS look-alikes).
+_BATCH_UNSUPPORTED_CODES = frozenset(
+    {
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "InvalidAction",
+        "NotImplemented",
+    }
+)
+
+
+class _Deleter:
+    """Deletes finished messages, one DeleteMessageBatch request per receive.
+
+    A message that is not deleted comes back after the visibility timeout and is handled again,
+    which `handle` tolerates; so every failure here is logged and counted, never raised.
+    """
+
+    def __init__(self, sqs: SQSClient, queue_url: str, stats: IntakeStats) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.stats = stats
+        self.batch = True
+
+    def delete(self, messages: list[dict[str, Any]]) -> None:
+        entries: list[tuple[str, str]] = []  # (message id, receipt handle)
+        for message in messages:
+            message_id = str(message.get("MessageId", "?"))
+            receipt = message.get("ReceiptHandle")
+            if isinstance(receipt, str):
+                entries.append((message_id, receipt))
+            else:
+                log.warning("message %s has no receipt handle; cannot delete it", message_id)
+                self.stats.delete_errors += 1
+        if not entries:
+            return
+        if not self.batch:
+            for message_id, receipt in entries:
+                self._delete_one(message_id, receipt)
+            return
+        for start in range(0, len(entries), 10):  # the API's limit per request
+            self._delete_batch(entries[start : start + 10])
+
+    def _delete_batch(self, entries: list[tuple[str, str]]) -> None:
+        # Batch entry ids only need to be unique within the request; message ids may not be.
+        by_id = {str(i): entry for i, entry in enumerate(entries)}
+        self.stats.delete_calls += 1
+        try:
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": i, "ReceiptHandle": receipt} for i, (_, receipt) in by_id.items()],
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _BATCH_UNSUPPORTED_CODES:
+                log.warning(
+                    "%s has no DeleteMessageBatch; deleting messages one by one", self.queue_url
+                )
+                self.batch = False
+                for message_id, receipt in entries:
+                    self._delete_one(message_id, receipt)
+                return
+            self._batch_failed(entries, exc)
+            return
+        except BotoCoreError as exc:
+            self._batch_failed(entries, exc)
+            return
+        successful = {str(e.get("Id")) for e in response.get("Successful", [])}
+        self.stats.deleted += sum(1 for i in by_id if i in successful)
+        failures = {str(e.get("Id")): e for e in response.get("Failed", [])}
+        for i, (message_id, _) in by_id.items():
+            if i in successful:
+                continue
+            self.stats.delete_errors += 1
+            failure = failures.get(i, {})
+            log.warning(
+                "message %s not deleted (it will be delivered again): %s%s",
+                message_id,
+                _printable(str(failure.get("Code") or "no result for this entry")),
+                f" ({_printable(_one_line(str(failure['Message'])))})"
+                if failure.get("Message")
+                else "",
+            )
+
+    def _batch_failed(self, entries: list[tuple[str, str]], exc: Exception) -> None:
+        self.stats.delete_errors += len(entries)
+        error = storage_error(exc, "DeleteMessageBatch", self.queue_url)
         log.warning(
-            "message %s not deleted (it will be delivered again): %s", message_id, error.message
+            "messages %s not deleted (they will be delivered again): %s",
+            ", ".join(message_id for message_id, _ in entries),
+            error.message,
         )
-        return
-    stats.deleted += 1
+
+    def _delete_one(self, message_id: str, receipt: str) -> None:
+        self.stats.delete_calls += 1
+        try:
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except (ClientError, BotoCoreError) as exc:
+            self.stats.delete_errors += 1
+            error = storage_error(exc, "DeleteMessage", self.queue_url)
+            log.warning(
+                "message %s not deleted (it will be delivered again): %s",
+                message_id,
+                error.message,
+            )
+            return
+        self.stats.deleted += 1
 
 
 # --- webhook -----------------------------------------------------------------------------------

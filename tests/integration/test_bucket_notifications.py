@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from pipeline.domain import ObjectRef
 from pipeline.errors import ErrorCategory, PermanentError, TransientError
@@ -236,6 +236,167 @@ def test_transient_receive_error_is_retried(bucket_with_queue: BucketWithQueue) 
 
     assert stats.receive_errors == 1
     assert [r.key for r in seen] == ["in/after outage.pdf"]
+
+
+class RecordingSQS:
+    """The real SQS client, recording what was received and how it was deleted.
+
+    `corrupt_keys`: in the first DeleteMessageBatch call, the entries of messages naming one of
+    these keys get an invalid receipt handle, so the server reports them in `Failed`.
+    `batch_error`: raised instead of the first DeleteMessageBatch call.
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        *,
+        corrupt_keys: tuple[str, ...] = (),
+        batch_error: Exception | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self.corrupt_keys = corrupt_keys
+        self.batch_error = batch_error
+        self.bodies: dict[str, str] = {}  # receipt handle -> body
+        self.received: list[int] = []  # messages per non-empty receive
+        self.batches: list[int] = []  # entries per DeleteMessageBatch call
+        self.singles = 0  # DeleteMessage calls
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        response = self._sqs.receive_message(**kwargs)
+        messages = response.get("Messages", [])
+        if messages:
+            self.received.append(len(messages))
+        for message in messages:
+            self.bodies[message["ReceiptHandle"]] = message["Body"]
+        return response
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        first = not self.batches
+        self.batches.append(len(kwargs["Entries"]))
+        if first and self.batch_error is not None:
+            raise self.batch_error
+        if first and self.corrupt_keys:
+            kwargs["Entries"] = [
+                {**e, "ReceiptHandle": "not-a-receipt-handle"}
+                if any(k in self.bodies.get(e["ReceiptHandle"], "") for k in self.corrupt_keys)
+                else e
+                for e in kwargs["Entries"]
+            ]
+        return self._sqs.delete_message_batch(**kwargs)
+
+    def delete_message(self, **kwargs: Any) -> Any:
+        self.singles += 1
+        return self._sqs.delete_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_each_receive_is_deleted_with_one_batch_request(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    keys = [f"in/batch {i}.pdf" for i in range(7)]
+    for key in keys:
+        put(bwq, key)
+    recording = RecordingSQS(bwq.sqs)
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(
+        BucketWithQueue(bwq.s3, recording, bwq.bucket, bwq.queue_url),
+        seen.append,
+        lambda s: s.deleted >= len(keys) + 1,
+    )
+
+    assert sorted(r.key for r in seen) == sorted(keys)
+    assert recording.batches == recording.received  # one request per receive, all of it
+    assert recording.singles == 0
+    assert stats.delete_calls == len(recording.received)
+    assert stats.deleted == len(keys) + 1  # and the s3:TestEvent
+    assert stats.delete_errors == 0
+    assert queue_depth(bwq) == 0
+
+
+def test_partial_batch_delete_failure_redelivers_only_the_failed_message(
+    bucket_with_queue: BucketWithQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    bwq = bucket_with_queue
+    bwq.sqs.set_queue_attributes(QueueUrl=bwq.queue_url, Attributes={"VisibilityTimeout": "1"})
+    keys = ["in/lucky one.pdf", "in/unlucky.pdf", "in/lucky two.pdf"]
+    for key in keys:
+        put(bwq, key)
+    recording = RecordingSQS(bwq.sqs, corrupt_keys=("unlucky",))
+    seen: list[ObjectRef] = []
+
+    with caplog.at_level("WARNING", logger="workers.intake"):
+        stats = run_consumer(
+            BucketWithQueue(bwq.s3, recording, bwq.bucket, bwq.queue_url),
+            seen.append,
+            lambda s: s.deleted >= len(keys) + 1,
+        )
+
+    # The failed entry came back and was handled again (a duplicate); the others did not.
+    assert sorted(r.key for r in seen) == sorted([*keys, "in/unlucky.pdf"])
+    assert stats.delete_errors == 1
+    assert stats.deleted == len(keys) + 1
+    assert queue_depth(bwq) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "ReceiptHandleIsInvalid" in warnings[0]
+    assert "will be delivered again" in warnings[0]
+
+
+def test_failed_batch_delete_request_leaves_the_messages_for_redelivery(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    bwq.sqs.set_queue_attributes(QueueUrl=bwq.queue_url, Attributes={"VisibilityTimeout": "1"})
+    keys = ["in/first.pdf", "in/second.pdf"]
+    for key in keys:
+        put(bwq, key)
+    recording = RecordingSQS(
+        bwq.sqs, batch_error=EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    )
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(
+        BucketWithQueue(bwq.s3, recording, bwq.bucket, bwq.queue_url),
+        seen.append,
+        lambda s: s.deleted >= len(keys) + 1,
+    )
+
+    assert stats.delete_errors == recording.batches[0]
+    # Every message of the failed request came back once and was then deleted.
+    assert stats.messages == stats.deleted + recording.batches[0]
+    assert {r.key for r in seen} == set(keys)
+    assert queue_depth(bwq) == 0
+
+
+def test_server_without_batch_delete_gets_single_deletes(
+    bucket_with_queue: BucketWithQueue,
+) -> None:
+    bwq = bucket_with_queue
+    keys = ["in/one.pdf", "in/two.pdf", "in/three.pdf"]
+    for key in keys:
+        put(bwq, key)
+    unsupported = ClientError(
+        {"Error": {"Code": "UnsupportedOperation", "Message": "not supported"}},
+        "DeleteMessageBatch",
+    )
+    recording = RecordingSQS(bwq.sqs, batch_error=unsupported)
+    seen: list[ObjectRef] = []
+
+    stats = run_consumer(
+        BucketWithQueue(bwq.s3, recording, bwq.bucket, bwq.queue_url),
+        seen.append,
+        lambda s: s.deleted >= len(keys) + 1,
+    )
+
+    assert sorted(r.key for r in seen) == sorted(keys)  # no redelivery
+    assert len(recording.batches) == 1  # tried once, then no more
+    assert recording.singles == len(keys) + 1
+    assert stats.delete_errors == 0
+    assert queue_depth(bwq) == 0
 
 
 def test_missing_queue_is_a_configuration_error(s3_settings: Settings) -> None:

@@ -6,12 +6,22 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pymupdf
 import pytest
 from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile, get_sampling
 
 from pipeline.errors import ErrorCategory, PermanentError
-from pipeline.pages import JPEG, Limits, encode_jpeg, open_document, opened, sniff
+from pipeline.pages import (
+    JPEG,
+    Limits,
+    PdfDocument,
+    encode_jpeg,
+    open_document,
+    opened,
+    sniff,
+)
 from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
 
 
@@ -204,3 +214,44 @@ def test_encode_jpeg_writes_rgb_whatever_the_mode(mode: str) -> None:
     decoded = Image.open(io.BytesIO(encode_jpeg(image)))
     assert decoded.format == "JPEG" and decoded.mode == "RGB" and decoded.size == (64, 48)
     assert image.mode == mode
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    x = np.asarray(a.convert("RGB"), dtype=np.float64)
+    y = np.asarray(b.convert("RGB"), dtype=np.float64)
+    return float(10 * np.log10(255.0**2 / max(float(np.mean((x - y) ** 2)), 1e-12)))
+
+
+def _assert_jpeg_as_pillow_writes_it(data: bytes) -> None:
+    with opened(data, Limits()) as doc:
+        page = doc.page(0)
+        assert isinstance(doc, PdfDocument) and not page.image_passthrough
+        zoom = 1568 / max(page.width_pt, page.height_pt)
+        pix = doc.doc[0].get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+    pixels = Image.frombuffer(
+        "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+    ).copy()
+    pillow_bytes = encode_jpeg(pixels)
+    ours = Image.open(io.BytesIO(page.image))
+    pillow = Image.open(io.BytesIO(pillow_bytes))
+    assert isinstance(ours, JpegImageFile) and isinstance(pillow, JpegImageFile)
+    assert ours.size == pillow.size == (page.pixel_width, page.pixel_height)
+    assert ours.mode == "RGB"
+    assert ours.quantization == pillow.quantization  # the same quality setting
+    assert get_sampling(ours) == get_sampling(pillow) == 2  # 4:2:0
+    assert abs(_psnr(ours, pixels) - _psnr(pillow, pixels)) < 0.5
+    assert abs(len(page.image) - len(pillow_bytes)) < 0.05 * len(pillow_bytes)
+
+
+def test_rendered_page_jpeg_is_what_pillow_writes_on_a_generated_invoice() -> None:
+    # A coloured band, so that swapped channels cannot pass on black text on white.
+    doc = pymupdf.open(stream=render_pdf(make_invoice(12, items=8)), filetype="pdf")
+    doc[0].draw_rect(pymupdf.Rect(50, 700, 545, 780), color=(0.9, 0.2, 0.1), fill=(0.1, 0.3, 0.9))
+    data: bytes = doc.tobytes()
+    doc.close()
+    _assert_jpeg_as_pillow_writes_it(data)
+
+
+def test_rendered_page_jpeg_is_what_pillow_writes_on_the_samples(samples_dir: Path) -> None:
+    for path in sorted((samples_dir / "docs").glob("*.pdf")):
+        _assert_jpeg_as_pillow_writes_it(path.read_bytes())

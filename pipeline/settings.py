@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     reconcile_buckets: list[str] = Field(default_factory=list)
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 900.0
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
+    # The bare `pagemill worker` runs one worker per stage: prefork processes for the CPU stage
+    # (unset: one per core) and threads for model calls (calls in flight, per process).
+    prepare_concurrency: Annotated[int | None, Field(ge=1, le=256)] = None
+    extract_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
 
     # Intake webhook (S3-compatible servers post bucket events here).
     webhook_host: str = "127.0.0.1"

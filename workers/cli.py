@@ -230,7 +230,7 @@ def _beat_schedule() -> Path:
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork or threads.")] = "prefork",
+    pool: Annotated[str | None, typer.Option(help="Celery pool: prefork or threads.")] = None,
     queues_: Annotated[
         str | None,
         typer.Option(
@@ -244,16 +244,29 @@ def worker(
         bool, typer.Option("--beat", help="Also run the periodic sweep (one worker only).")
     ] = False,
 ) -> None:
-    """Run a Celery worker that processes documents."""
+    """Run the workers that process documents. Bare, it runs one worker per stage, each on the
+    pool that fits it: prepare on prefork (PAGEMILL_PREPARE_CONCURRENCY, default one process per
+    core) and extract on threads (PAGEMILL_EXTRACT_CONCURRENCY calls in flight, default 64).
+    With --queues, --pool or --concurrency it runs one Celery worker as told (default: all
+    queues, prefork, PAGEMILL_WORKER_CONCURRENCY)."""
     from workers import queues
-    from workers.app import app as celery_app
 
     settings = _settings()
+    if queues_ is None and pool is None and concurrency is None:
+        from workers import launcher
+
+        stages = launcher.plan(
+            settings.prepare_concurrency or os.cpu_count() or 1, settings.extract_concurrency
+        )
+        raise typer.Exit(launcher.run(stages, loglevel=loglevel, beat=with_beat))
+
+    from workers.app import app as celery_app
+
     celery_app.worker_main(
         [
             "worker",
             f"--concurrency={concurrency or settings.worker_concurrency}",
-            f"--pool={pool}",
+            f"--pool={pool or 'prefork'}",
             f"--loglevel={loglevel}",
             f"--queues={queues_ or ','.join(queues.CONSUMED)}",
             "--without-gossip",

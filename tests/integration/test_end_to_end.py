@@ -183,3 +183,72 @@ def test_upload_to_result_and_cost_rows_with_the_anthropic_sdk(
     # The API key never reaches a log.
     for process in processes:
         assert "sk-test-not-a-real-key" not in process.log_path.read_text(errors="replace")
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Command lines of the direct children of `pid`, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def test_the_bare_worker_command_runs_each_stage_on_the_pool_that_fits_it(
+    stack_env: dict[str, str],
+    anthropic_env: dict[str, str],
+    fake_model_server: FakeModelServer,
+    sessions: sessionmaker[Session],
+    bucket_with_queue: BucketWithQueue,
+    tmp_path: Path,
+) -> None:
+    invoice = make_invoice(32)
+    fake_model_server.fields = invoice.expected()
+    fake_model_server.latency = 0.5
+    env = {
+        **stack_env,
+        **anthropic_env,
+        "PAGEMILL_PREPARE_CONCURRENCY": "1",
+        "PAGEMILL_EXTRACT_CONCURRENCY": "8",
+    }
+    ingest = devstack.spawn("ingest", ["ingest"], env, tmp_path)
+    worker = devstack.spawn("worker", ["worker"], env, tmp_path)
+    try:
+        for n in range(6):
+            bucket_with_queue.s3.put_object(
+                Bucket=bucket_with_queue.bucket, Key=f"both/{n}.pdf", Body=render_pdf(invoice)
+            )
+        _wait_final(sessions, bucket_with_queue.bucket, 6, timeout=120)
+        children = _children(worker.popen.pid)
+        assert worker.alive()
+    finally:
+        ingest.stop()
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert "prepare stage on prefork x1" in log and "extract stage on threads x8" in log
+    pools = sorted(c.split("--pool=")[1].split()[0] for c in children.values())
+    assert pools == ["prefork", "threads"]
+    assert any("--queues=prepare,maintenance " in c for c in children.values())
+    assert any("--queues=extract " in c for c in children.values())
+    with sessions() as session:
+        statuses = session.execute(
+            text("SELECT status, count(*) FROM documents WHERE bucket = :b GROUP BY status"),
+            {"b": bucket_with_queue.bucket},
+        ).all()
+        calls = session.execute(
+            text(
+                "SELECT count(*) FROM vlm_calls c JOIN documents d ON d.id = c.document_id"
+                " WHERE d.bucket = :b"
+            ),
+            {"b": bucket_with_queue.bucket},
+        ).scalar_one()
+    assert dict(statuses) == {"done": 6} and calls == 6
+    # Stopping the launcher stops both stage workers.
+    assert children and all(not Path(f"/proc/{pid}").exists() for pid in children)

@@ -4,11 +4,14 @@
     python -m bench.pages --repeat 5 --big-pages 1000 --samples ../shared/samples/docs
 
 1. Per page, on the shared sample PDFs (when present) and on generated invoices (digital one-page,
-   five-page, and a scanned one-page): the text layer, rendering at the size the model needs
-   (long edge 1568 px) in RGB and in grey, JPEG (the pipeline's, quality 85) and PNG at the same
-   pixel size (time and bytes, and how far the JPEG is from the lossless image in PSNR), and the
-   pipeline's own `PdfDocument.page()` (text + words + render + JPEG + hash). The median of
-   `--repeat` runs; CPU time of this thread.
+   five-page, and a scanned one-page): the text layer (one text page, read for the text and for
+   the words, as the pipeline does), rendering at the size the model needs (long edge 1568 px) in
+   RGB and in grey, JPEG quality 85 (the pipeline's, OpenCV straight from the pixmap; and Pillow
+   from the same pixmap, for comparison) and PNG at the same pixel size (time and bytes, and
+   how far the JPEG is from the lossless image in PSNR), and the pipeline's own
+   `PdfDocument.page()` (text + words + render + JPEG + hash). The median of `--repeat` runs; CPU
+   time of this thread, and for `page()` also of the process: OpenCV's colour conversion hands
+   part of its work to its own threads.
 2. Validate (the schema's pydantic model), verify (business rules + grounding) and the database
    write of page rows + payloads (16 pages per transaction, as the prepare stage does, and one
    page per transaction), per page.
@@ -46,13 +49,14 @@ LONG_EDGE = 1568
 JPEG_QUALITY = 85
 
 
-def cpu_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median thread CPU of `fn` in ms over `repeat` runs, and its last result."""
+def cpu_ms(fn: Callable[[], Any], repeat: int,
+           clock: Callable[[], float] = time.thread_time) -> tuple[float, Any]:
+    """Median CPU of `fn` in ms over `repeat` runs (this thread's unless `clock`), last result."""
     times, result = [], None
     for _ in range(repeat):
-        start = time.thread_time()
+        start = clock()
         result = fn()
-        times.append((time.thread_time() - start) * 1000)
+        times.append((clock() - start) * 1000)
     return statistics.median(times), result
 
 
@@ -83,11 +87,19 @@ def documents(samples: Path | None) -> list[tuple[str, bytes]]:
     return docs
 
 
+def text_layer(page: Any) -> tuple[str, list[Any]]:
+    """The page's text and words from one text page, as `PdfDocument.page()` reads them."""
+    import pymupdf
+
+    textpage = page.get_textpage(flags=pymupdf.TEXTFLAGS_TEXT)
+    return page.get_text(textpage=textpage), page.get_text("words", textpage=textpage)
+
+
 def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
     import pymupdf
     from PIL import Image
 
-    from pipeline.pages import Limits, PdfDocument
+    from pipeline.pages import Limits, PdfDocument, encode_pixmap_jpeg
 
     doc = pymupdf.open(stream=data, filetype="pdf")
     pipeline_doc = PdfDocument(data, Limits(max_pages=10_000, long_edge_px=LONG_EDGE))
@@ -97,7 +109,7 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
         zoom = LONG_EDGE / max(page.rect.width, page.rect.height)
         matrix = pymupdf.Matrix(zoom, zoom)
         out: dict[str, float] = {}
-        out["text ms"], _ = cpu_ms(lambda p=page: (p.get_text(), p.get_text("words")), repeat)
+        out["text ms"], _ = cpu_ms(lambda p=page: text_layer(p), repeat)
         out["render RGB ms"], pix = cpu_ms(
             lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False), repeat)
         out["render grey ms"], gray_pix = cpu_ms(
@@ -115,8 +127,12 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
             image.save(buf, format=fmt, **kw)
             return buf.getvalue()
 
-        out["JPEG RGB ms"], jpeg = cpu_ms(
-            lambda im=rgb: save(im, "JPEG", quality=JPEG_QUALITY, optimize=False), repeat)
+        out["JPEG RGB ms"], jpeg = cpu_ms(lambda pix=pix: encode_pixmap_jpeg(pix), repeat)
+        out["JPEG Pillow ms"], _ = cpu_ms(
+            lambda pix=pix: save(Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv,
+                                                  "raw", "RGB", pix.stride, 1),
+                                 "JPEG", quality=JPEG_QUALITY, optimize=False),
+            repeat)
         out["JPEG grey ms"], jpeg_grey = cpu_ms(
             lambda im=grey: save(im, "JPEG", quality=JPEG_QUALITY, optimize=False), repeat)
         out["PNG ms"], png = cpu_ms(lambda im=rgb: save(im, "PNG"), repeat)
@@ -128,6 +144,8 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
         out["JPEG PSNR dB"] = psnr(Image.open(io.BytesIO(jpeg)).convert("RGB"), rgb)
         out["pixels"] = pix.width * pix.height
         out["page() ms"], content = cpu_ms(lambda i=index: pipeline_doc.page(i), repeat)
+        out["page() process ms"], _ = cpu_ms(lambda i=index: pipeline_doc.page(i), repeat,
+                                             time.process_time)
         out["passthrough"] = float(content.image_passthrough)
         rows.append(out)
     doc.close()
@@ -369,13 +387,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"images at a long edge of {LONG_EDGE} px)")
     print()
     print(common.table(
-        ["document", "pages", "text", "render RGB", "render grey", "JPEG q85", "JPEG grey",
-         "PNG", "PNG (PyMuPDF)", "JPEG KB", "JPEG grey KB", "PNG KB", "JPEG PSNR dB",
-         "page() total", "passthrough"],
+        ["document", "pages", "text (1 text page)", "render RGB", "render grey", "JPEG q85",
+         "JPEG q85 (Pillow)", "JPEG grey", "PNG", "PNG (PyMuPDF)", "JPEG KB", "JPEG grey KB",
+         "PNG KB", "JPEG PSNR dB", "page() total", "page() process", "passthrough"],
         [[d["name"], d["pages"], d["text ms"], d["render RGB ms"], d["render grey ms"],
-          d["JPEG RGB ms"], d["JPEG grey ms"], d["PNG ms"], d["PNG (PyMuPDF) ms"], d["JPEG KB"],
-          d["JPEG grey KB"], d["PNG KB"], d["JPEG PSNR dB"], d["page() ms"],
-          "yes" if d["passthrough"] >= 0.5 else "no"] for d in per_doc],
+          d["JPEG RGB ms"], d["JPEG Pillow ms"], d["JPEG grey ms"], d["PNG ms"],
+          d["PNG (PyMuPDF) ms"], d["JPEG KB"], d["JPEG grey KB"], d["PNG KB"], d["JPEG PSNR dB"],
+          d["page() ms"], d["page() process ms"], "yes" if d["passthrough"] >= 0.5 else "no"]
+         for d in per_doc],
     ))
     digital = [d for d in per_doc if "scan" not in d["name"]]
     if digital:

@@ -76,7 +76,7 @@ def encode_jpeg(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _encode_pixmap_jpeg(pix: Any) -> bytes:
+def encode_pixmap_jpeg(pix: Any) -> bytes:
     """An RGB pixmap as JPEG, at the quality and 4:2:0 chroma `encode_jpeg` writes.
 
     Pillow unpacks a pixmap into its own 4-byte pixel layout before it encodes; OpenCV's
@@ -185,7 +185,7 @@ class PdfDocument(LoadedDocument):
         else:
             zoom = self.limits.long_edge_px / max(rect.width, rect.height)
             pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
-            image, width, height = _encode_pixmap_jpeg(pix), pix.width, pix.height
+            image, width, height = encode_pixmap_jpeg(pix), pix.width, pix.height
             dpi = 72.0 * zoom
         return PageContent(
             index=index,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -97,22 +97,6 @@ class HasWords(Protocol):
 class PageWords:
     index: int
     words: Sequence[Word]
-
-
-def ground(
-    data: Mapping[str, Any],
-    pages: Sequence[HasWords],
-    *,
-    kinds: Mapping[str, Kind] | None = None,
-) -> Grounding:
-    """Locate every non-null scalar of `data` in the pages' words.
-
-    The kind of each field (how it is compared) comes from `kinds` (by field name, e.g.
-    "amount"), else the invoice schema's field names, else the value's type and field name.
-    """
-    grounder = _Grounder([_Page(p.index, p.words) for p in pages], dict(kinds or {}))
-    grounder.walk(data, "")
-    return grounder.result
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -480,7 +464,7 @@ class _Page:
         self._folded: list[str] | None = None
         self._by_key: dict[str, list[int]] | None = None
         self._by_folded: dict[str, list[int]] | None = None
-        self._by_length: dict[int, list[int]] | None = None
+        self._by_shape: dict[tuple[int, str], list[int]] | None = None
         self._amounts: dict[Decimal, list[Span]] | None = None
         self._dates: dict[date, list[Span]] | None = None
         self._labels: dict[str, list[int]] = {}
@@ -650,13 +634,14 @@ class _Page:
                     self._by_folded.setdefault(k, []).append(i)
         return self._by_folded
 
-    def by_length(self) -> dict[int, list[int]]:
-        if self._by_length is None:
-            self._by_length = {}
+    def by_shape(self) -> dict[tuple[int, str], list[int]]:
+        """(length, digits) -> words of five characters or more, for the one-edit match."""
+        if self._by_shape is None:
+            self._by_shape = {}
             for i, k in enumerate(self.keys):
                 if len(k) >= 5:
-                    self._by_length.setdefault(len(k), []).append(i)
-        return self._by_length
+                    self._by_shape.setdefault((len(k), _digits(k)), []).append(i)
+        return self._by_shape
 
     def amounts(self) -> dict[Decimal, list[Span]]:
         if self._amounts is None:
@@ -764,25 +749,354 @@ class _Row:
     y1: float = 0.0
     h: float = 0.0
 
-    def place(self, page: _Page, span: Span) -> None:
+    def place(self, page: int, y0: float, y1: float, h: float) -> None:
         if self.page is None:
-            self.page = page.index
-            self.y0, self.y1 = page.span_y(span)
-            self.h = page.height(span)
+            self.page, self.y0, self.y1, self.h = page, y0, y1, h
 
-    def is_after(self, page: _Page, span: Span) -> bool:
-        return self.after is None or (page.index, page.span_y(span)[0]) > self.after
+    def is_after(self, hit: _Hit) -> bool:
+        return self.after is None or (hit.page, hit.y0) > self.after
 
 
-Candidate: TypeAlias = tuple[_Page, Span]
+@dataclass(slots=True, eq=False)
+class _Hit:
+    """One occurrence of a value, with everything choosing among occurrences needs, so that
+    the page's words can be let go once its chunk is searched."""
+
+    page: int
+    rank: int  # reading order of the first word on its page
+    span: Span
+    loc: Location
+    y0: float
+    y1: float
+    h: float
+    cents: bool
+    seq: int  # discovery order: breaks ties between occurrences starting at the same word
+    dist: int = 0  # label distance, for a field outside line items
+    line: int = 0
+    line_y: float = 0.0
+    line_box: tuple[float, float, float] = (0.0, 0.0, 0.0)  # y0, y1, height of the whole line
+    x0: float = 0.0
+    col: tuple[bool, bool, float] = (False, False, 0.0)
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        return self.page, self.rank, self.seq
 
 
-class _Grounder:
-    def __init__(self, pages: list[_Page], kinds: dict[str, Kind]) -> None:
-        self.pages = pages
+# What a value is looked up as. The field name is set when label distance picks among its
+# occurrences (fields outside line items): then only the best occurrence need be kept.
+_Query: TypeAlias = (
+    tuple[Literal["num"], Decimal, str | None]
+    | tuple[Literal["date"], date, str | None]
+    | tuple[Literal["cur"], str, bool]  # the bool: inside a line item, keep every occurrence
+    | tuple[Literal["text"], str, Literal["text", "identifier"], str | None]
+)
+
+
+def _query(kind: Kind, value: Any, name: str | None, in_row: bool) -> _Query:
+    if kind in ("amount", "quantity"):
+        number = _as_decimal(value)
+        if number is not None:
+            return ("num", number, name)
+    elif kind == "date":
+        day = _as_date(value)
+        if day is not None:
+            return ("date", day, name)
+    elif kind == "currency" and isinstance(value, str) and value.strip().upper() in ISO_4217:
+        return ("cur", value.strip().upper(), in_row)
+    return ("text", str(value), "identifier" if kind == "identifier" else "text", name)
+
+
+class _Best:
+    """Occurrences of a number or date outside line items: the lowest label distance wins, the
+    first in reading order on a tie; kept for all occurrences and for those printed with cents."""
+
+    def __init__(self) -> None:
+        self.best: _Hit | None = None
+        self.best_cents: _Hit | None = None
+
+    def offer(self, hit: _Hit) -> None:
+        if self.best is None or (hit.dist, *hit.order) < (self.best.dist, *self.best.order):
+            self.best = hit
+        if hit.cents and (
+            self.best_cents is None
+            or (hit.dist, *hit.order) < (self.best_cents.dist, *self.best_cents.order)
+        ):
+            self.best_cents = hit
+
+    def hits(self, cents_only: bool) -> list[_Hit]:
+        hit = self.best_cents if cents_only else self.best
+        return [] if hit is None else [hit]
+
+    def pages(self) -> set[int] | None:
+        return {h.page for h in (self.best, self.best_cents) if h is not None}
+
+
+class _All:
+    """Occurrences inside line items: which one wins depends on the items before, so all stay
+    (as small records, not pages)."""
+
+    def __init__(self) -> None:
+        self.found: list[_Hit] = []
+
+    def offer(self, hit: _Hit) -> None:
+        self.found.append(hit)
+
+    def hits(self, cents_only: bool) -> list[_Hit]:
+        return [h for h in self.found if h.cents] if cents_only else self.found
+
+    def pages(self) -> set[int] | None:
+        return {h.page for h in self.found}
+
+
+class _Text:
+    """A text value's three tiers, each used only when the ones before found nothing on any
+    page: exact, exact up to digit look-alikes, token by token. A later tier is searched only
+    while the earlier ones have found nothing so far; at most _MAX_MATCHES of each are kept."""
+
+    def __init__(self, value: str, kind: Literal["text", "identifier"]) -> None:
+        self.target = _key(value)
+        self.kind = kind
+        self.tokens = [k for k in (_key(t) for t in value.split()) if k]
+        self.exact: list[_Hit] = []
+        self.folded: list[_Hit] = []
+        self.fuzzy: tuple[int, int, _Hit] | None = None  # (missing, first rank, occurrence)
+        self.fuzzy_done = not self.tokens or len(self.tokens) > _MAX_FUZZY_TOKENS
+
+    def hits(self, cents_only: bool) -> list[_Hit]:
+        if self.exact or self.folded:
+            return self.exact or self.folded
+        return [] if self.fuzzy is None else [self.fuzzy[2]]
+
+    def pages(self) -> set[int] | None:
+        return {h.page for h in self.hits(False)}
+
+
+class _Currency:
+    """Words naming a currency, by code, else by sign. Outside line items only the first one
+    and those on a page where the total may be are needed (the nearest to the total wins)."""
+
+    def __init__(self, keep_all: bool) -> None:
+        self.keep_all = keep_all
+        self.by_code: list[_Hit] = []
+        self.by_sign: list[_Hit] = []
+
+    def hits(self, cents_only: bool) -> list[_Hit]:
+        return self.by_code or self.by_sign
+
+    def pages(self) -> set[int] | None:
+        return None
+
+    def prune(self, watch: set[int] | None) -> None:
+        if self.keep_all or watch is None:
+            return
+        if self.by_code:
+            self.by_sign = []
+        for name in ("by_code", "by_sign"):
+            found: list[_Hit] = getattr(self, name)
+            if found:
+                first = min(found, key=lambda h: h.order)
+                setattr(self, name, [h for h in found if h is first or h.page in watch])
+
+
+_Store: TypeAlias = _Best | _All | _Text | _Currency
+
+
+class GroundingStream:
+    """Grounds one document's values against its pages delivered chunk by chunk, in page
+    order: `add(pages)` for each chunk, then `result()`. Between chunks it keeps only the
+    occurrences that can still be chosen, never the pages' words, so memory does not grow
+    with the page count; the result is the one `ground` gives on all pages at once."""
+
+    def __init__(self, data: Mapping[str, Any], *, kinds: Mapping[str, Kind] | None = None) -> None:
+        self._data = data
+        self._kinds = dict(kinds or {})
+        # A dry run of the decisions lists every lookup they will make.
+        planner = _Decider(self._kinds, _Planner())
+        planner.walk(data, "")
+        assert isinstance(planner.source, _Planner)
+        self._stores: dict[_Query, _Store] = {}
+        for query in planner.source.queries:
+            self._stores[query] = _store_for(query)
+        self._total = planner.total
+        self._cents = False
+        self._seq = 0
+
+    @property
+    def prints_cents(self) -> bool:
+        return self._cents
+
+    def add(self, pages: Iterable[HasWords]) -> None:
+        chunk = [_Page(p.index, p.words) for p in pages]
+        if not chunk:
+            return
+        if not self._cents:
+            self._cents = any(_CENTS.search(w.text) for page in chunk for w in page.words)
+        for query, store in self._stores.items():
+            self._search(query, store, chunk)
+        watch = self._watch()
+        for store in self._stores.values():
+            if isinstance(store, _Currency):
+                store.prune(watch)
+
+    def hits(self, query: _Query, cents_only: bool) -> list[_Hit]:
+        return self._stores[query].hits(cents_only)
+
+    def result(self) -> Grounding:
+        decider = _Decider(self._kinds, self)
+        decider.walk(self._data, "")
+        return decider.result
+
+    def _watch(self) -> set[int] | None:
+        """Pages the total may end up on: a currency outside line items is taken near it."""
+        if self._total is None:
+            return set()
+        return self._stores[self._total].pages()
+
+    def _hit(self, page: _Page, span: Span, name: str | None, number: bool = False) -> _Hit:
+        self._seq += 1
+        y0, y1 = page.span_y(span)
+        hit = _Hit(
+            page=page.index,
+            rank=page.rank[span[0]],
+            span=span,
+            loc=page.location(span),
+            y0=y0,
+            y1=y1,
+            h=page.height(span),
+            cents=page.has_cents(span),
+            seq=self._seq,
+        )
+        if name is not None:
+            hit.dist = _label_distance(page, name, span, hit.loc)
+        if number:
+            line = page.line_of[span[0]]
+            members = page.lines[line]
+            hit.line, hit.line_y = line, page.line_y[line]
+            hit.line_box = (*page.span_y(tuple(members)), page.height(tuple(members)))
+            hit.x0 = page.words[span[0]].x0
+            hit.col = page.column_rank(span)
+        return hit
+
+    def _search(self, query: _Query, store: _Store, chunk: list[_Page]) -> None:
+        if query[0] == "num":
+            assert isinstance(store, (_Best, _All))
+            value, name = query[1], query[2]
+            for page in chunk:
+                index = page.amounts()
+                spans = list(index.get(value, []))
+                if value:  # credit notes and discounts print the sign either way
+                    spans += index.get(-value, [])
+                for span in spans:
+                    store.offer(self._hit(page, span, name, number=True))
+        elif query[0] == "date":
+            assert isinstance(store, (_Best, _All))
+            day, name = query[1], query[2]
+            for page in chunk:
+                for span in page.dates().get(day, []):
+                    store.offer(self._hit(page, span, name))
+        elif query[0] == "cur":
+            assert isinstance(store, _Currency)
+            code_hits, sign_hits = _currency_words(chunk, query[1])
+            store.by_code += [self._hit(p, s, None) for p, s in code_hits]
+            if not store.by_code or store.keep_all:
+                store.by_sign += [self._hit(p, s, None) for p, s in sign_hits]
+        else:
+            assert isinstance(store, _Text)
+            self._search_text(store, chunk, query[3])
+
+    def _search_text(self, store: _Text, chunk: list[_Page], name: str | None) -> None:
+        target, kind = store.target, store.kind
+        if not target:
+            return
+        if len(store.exact) < _MAX_MATCHES:
+            out: list[tuple[_Page, Span]] = []
+            for page in chunk:
+                _Stream(page, target, kind, False, out, _MAX_MATCHES - len(store.exact)).run()
+            store.exact += [self._hit(p, s, name) for p, s in out]
+        if store.exact:
+            return
+        if _digits(target) and len(store.folded) < _MAX_MATCHES:
+            folded = target.translate(_DIGIT_LOOKALIKES)
+            out = []
+            for page in chunk:
+                _Stream(page, folded, kind, True, out, _MAX_MATCHES - len(store.folded)).run()
+            store.folded += [self._hit(p, s, name) for p, s in out]
+        if store.folded or store.fuzzy_done:
+            return
+        for page in chunk:
+            found = _fuzzy_page(page, store.tokens, kind)
+            if found is not None and (store.fuzzy is None or found[:2] < store.fuzzy[:2]):
+                store.fuzzy = (found[0], found[1], self._hit(page, found[2], name))
+            if store.fuzzy is not None and store.fuzzy[0] == 0:
+                store.fuzzy_done = True
+                return
+
+
+def _store_for(query: _Query) -> _Store:
+    if query[0] == "cur":
+        return _Currency(keep_all=query[2])
+    if query[0] == "text":
+        return _Text(query[1], query[2])
+    return _All() if query[2] is None else _Best()
+
+
+class _Source(Protocol):
+    @property
+    def prints_cents(self) -> bool: ...
+
+    def hits(self, query: _Query, cents_only: bool) -> list[_Hit]: ...
+
+
+class _Planner:
+    """Stands in for the pages in a dry run: records the lookups, finds nothing."""
+
+    prints_cents = False
+
+    def __init__(self) -> None:
+        self.queries: dict[_Query, None] = {}  # insertion-ordered set
+
+    def hits(self, query: _Query, cents_only: bool) -> list[_Hit]:
+        self.queries[query] = None
+        return []
+
+
+def ground(
+    data: Mapping[str, Any],
+    pages: Sequence[HasWords],
+    *,
+    kinds: Mapping[str, Kind] | None = None,
+) -> Grounding:
+    """Locate every non-null scalar of `data` in the pages' words.
+
+    The kind of each field (how it is compared) comes from `kinds` (by field name, e.g.
+    "amount"), else the invoice schema's field names, else the value's type and field name.
+    """
+    return ground_chunks(data, [pages], kinds=kinds)
+
+
+def ground_chunks(
+    data: Mapping[str, Any],
+    chunks: Iterable[Iterable[HasWords]],
+    *,
+    kinds: Mapping[str, Kind] | None = None,
+) -> Grounding:
+    """`ground` over pages delivered chunk by chunk in page order; only one chunk's words are
+    held at a time."""
+    stream = GroundingStream(data, kinds=kinds)
+    for chunk in chunks:
+        stream.add(chunk)
+    return stream.result()
+
+
+class _Decider:
+    """Walks the data and picks, for every value, one of its occurrences."""
+
+    def __init__(self, kinds: dict[str, Kind], source: _Source) -> None:
         self.kinds = kinds
+        self.source = source
         self.result = Grounding()
-        self._prints_cents: bool | None = None
+        self.total: _Query | None = None  # how the field "total" was looked up
 
     # walking the data
 
@@ -828,17 +1142,19 @@ class _Grounder:
     def row_numbers(self, prefix: str, values: dict[str, Decimal], row: _Row) -> None:
         """A line item's numbers, grounded together: the printed line holding most of them,
         next to the item's text, is the item's row; each number is then taken from it."""
-        found = {key: self.numbers(value) for key, value in values.items()}
+        found = {
+            key: self.source.hits(("num", value, None), False) for key, value in values.items()
+        }
         lines: dict[tuple[int, int], set[str]] = {}
+        line_hit: dict[tuple[int, int], _Hit] = {}
         for key, cands in found.items():
-            for page, span in cands:
-                lines.setdefault((page.index, page.line_of[span[0]]), set()).add(key)
-        pages = {p.index: p for p in self.pages}
+            for hit in cands:
+                lines.setdefault((hit.page, hit.line), set()).add(key)
+                line_hit.setdefault((hit.page, hit.line), hit)
 
         def rank(item: tuple[tuple[int, int], set[str]]) -> tuple[bool, bool, int, float, int, int]:
             (page_no, line_no), keys = item
-            page = pages[page_no]
-            yc = page.line_y[line_no]
+            yc = line_hit[(page_no, line_no)].line_y
             gap = max(0.0, yc - row.y1, row.y0 - yc) if row.page == page_no else math.inf
             near = gap <= 2.0 * row.h
             later = row.after is None or (page_no, yc) > row.after
@@ -848,26 +1164,25 @@ class _Grounder:
         used: set[tuple[int, int]] = set()
         # The line total first and from the right: it is the last column nearly everywhere.
         for key in sorted(found, key=lambda k: k not in ("amount", "total", "line_total")):
-            cands = sorted(found[key], key=lambda c: (c[0].index, c[0].rank[c[1][0]]))
+            cands = sorted(found[key], key=lambda c: c.order)
             if not cands:
                 self.result.fields[prefix + key] = UNGROUNDED
                 continue
-            on_line = [c for c in cands if (c[0].index, c[0].line_of[c[1][0]]) == best]
+            on_line = [c for c in cands if (c.page, c.line) == best]
             if on_line:
-                pool = [c for c in on_line if not any((c[0].index, i) in used for i in c[1])]
+                pool = [c for c in on_line if not any((c.page, i) in used for i in c.span)]
                 pool = pool or on_line
                 if key in ("amount", "total", "line_total"):
-                    page, span = max(pool, key=lambda c: c[0].words[c[1][0]].x0)
+                    hit = max(pool, key=lambda c: c.x0)
                 else:
-                    page, span = min(pool, key=lambda c: c[0].column_rank(c[1]))
+                    hit = min(pool, key=lambda c: c.col)
             else:
-                later = [c for c in cands if row.is_after(*c)]
-                page, span = (later or cands)[0]
-            used.update((page.index, i) for i in span)
-            self.result.fields[prefix + key] = page.location(span)
+                later = [c for c in cands if row.is_after(c)]
+                hit = (later or cands)[0]
+            used.update((hit.page, i) for i in hit.span)
+            self.result.fields[prefix + key] = hit.loc
         if best is not None and row.page is None:
-            page = pages[best[0]]
-            row.place(page, tuple(page.lines[best[1]]))
+            row.place(best[0], *line_hit[best].line_box)
 
     def field(self, path: str, name: str, value: Any, row: _Row | None) -> None:
         if value is None or isinstance(value, bool):
@@ -875,202 +1190,158 @@ class _Grounder:
         if isinstance(value, str) and not value.strip():
             return
         kind = _kind_of(name, value, self.kinds)
-        candidates = self.candidates(kind, value)
+        labelled = row is None and kind != "currency"
+        query = _query(kind, value, name if labelled else None, row is not None)
+        if path == "total":
+            self.total = query
+        # Where money is printed with cents, a bare "1" (a page number, a quantity) is no
+        # evidence for an amount of 1.00.
+        cents_only = kind == "amount" and query[0] == "num" and self.source.prints_cents
+        candidates = self.source.hits(query, cents_only)
         if not candidates:
             self.result.fields[path] = UNGROUNDED
             return
-        page, span = self.choose(name, kind, candidates, row)
-        self.result.fields[path] = page.location(span)
+        hit = self.choose(kind, candidates, row)
+        self.result.fields[path] = hit.loc
         if row is not None:
-            row.place(page, span)
+            row.place(hit.page, hit.y0, hit.y1, hit.h)
 
-    def candidates(self, kind: Kind, value: Any) -> list[Candidate]:
-        if kind in ("amount", "quantity"):
-            number = _as_decimal(value)
-            if number is not None:
-                found = self.numbers(number)
-                if kind == "amount" and self.prints_cents():
-                    # Where money is printed with cents, a bare "1" (a page number, a
-                    # quantity) is no evidence for an amount of 1.00.
-                    found = [(p, s) for p, s in found if p.has_cents(s)]
-                return found
-        elif kind == "date":
-            day = _as_date(value)
-            if day is not None:
-                return [(p, s) for p in self.pages for s in p.dates().get(day, [])]
-        elif kind == "currency" and isinstance(value, str) and value.strip().upper() in ISO_4217:
-            return self.currency(value.strip().upper())
-        return self.text(str(value), "identifier" if kind == "identifier" else "text")
-
-    def prints_cents(self) -> bool:
-        if self._prints_cents is None:
-            self._prints_cents = any(
-                _CENTS.search(w.text) for page in self.pages for w in page.words
-            )
-        return self._prints_cents
-
-    def numbers(self, value: Decimal) -> list[Candidate]:
-        out: list[Candidate] = []
-        for page in self.pages:
-            index = page.amounts()
-            out.extend((page, s) for s in index.get(value, []))
-            if value:  # credit notes and discounts print the sign either way
-                out.extend((page, s) for s in index.get(-value, []))
-        return out
-
-    def currency(self, code: str) -> list[Candidate]:
-        """Words naming the currency: its code first, else its sign."""
-        code_re = re.compile(rf"(?<![A-Za-z]){code}(?![A-Za-z])")
-        lower = code.casefold()
-        signs = _CURRENCY_SIGNS.get(code, ())
-        # Signs are found inside a word ("12,00€"), sign words only as the whole word.
-        marks = [s for s in signs if not s.replace(".", "").isalpha()]
-        names = {_key(s) for s in signs if s not in marks}
-        by_code: list[Candidate] = []
-        by_sign: list[Candidate] = []
-        for page in self.pages:
-            for i, w in enumerate(page.words):
-                text, key = w.text, page.keys[i]
-                if (code in text and code_re.search(text)) or (
-                    key == lower and code not in _WORDLIKE_CODES
-                ):
-                    by_code.append((page, (i,)))
-                elif any(m in text for m in marks) or (names and key.strip("0123456789") in names):
-                    by_sign.append((page, (i,)))
-        return by_code or by_sign
-
-    def text(self, value: str, kind: Literal["text", "identifier"]) -> list[Candidate]:
-        target = _key(value)
-        if not target:
-            return []
-        found = self.stream(target, kind, folded=False)
-        if not found and _digits(target):
-            found = self.stream(target.translate(_DIGIT_LOOKALIKES), kind, folded=True)
-        if found:
-            return found
-        tokens = [k for k in (_key(t) for t in value.split()) if k]
-        return self.fuzzy(tokens, kind)
-
-    def stream(self, target: str, kind: str, folded: bool) -> list[Candidate]:
-        """Runs of successive words whose letters and digits, concatenated, spell the value:
-        tolerant of spaces, punctuation, line wraps and hyphenation, exact otherwise."""
-        out: list[Candidate] = []
-        for page in self.pages:
-            _Stream(page, target, kind, folded, out).run()
-        return out
-
-    def fuzzy(self, tokens: list[str], kind: str) -> list[Candidate]:
-        """Token by token with OCR slack; a long text may miss a fifth of its tokens, as long
-        as the ones found follow each other closely in reading order."""
-        if not tokens or len(tokens) > _MAX_FUZZY_TOKENS:
-            return []
-        n = len(tokens)
-        allowed = n - math.ceil(0.8 * n) if kind == "text" and n >= 5 else 0
-        best: tuple[int, int, _Page, Span] | None = None  # (missing, first rank, page, span)
-        for page in self.pages:
-            cands = [self.token_words(page, t) for t in tokens]
-            # chains[t][w] = (missing so far, words) for chains whose last token t matched w.
-            chains: list[dict[int, tuple[int, list[int]]]] = [{} for _ in tokens]
-            for t in range(n):
-                for w in cands[t]:
-                    options: list[tuple[int, list[int]]] = []
-                    if t <= allowed:
-                        options.append((t, [w]))
-                    for s in range(max(0, t - allowed - 1), t):
-                        skipped = t - s - 1
-                        for prev, (missing, words) in chains[s].items():
-                            if (
-                                missing + skipped <= allowed
-                                and w not in words
-                                and page.near(prev, w, skipped)
-                            ):
-                                options.append((missing + skipped, [*words, w]))
-                    if options:
-                        chains[t][w] = min(options, key=lambda o: (o[0], page.rank[o[1][0]]))
-            for t in range(n):
-                for missing, words in chains[t].values():
-                    total = missing + (n - 1 - t)
-                    if total <= allowed:
-                        key = (total, page.rank[words[0]])
-                        if best is None or key < (best[0], best[1]):
-                            best = (total, page.rank[words[0]], page, tuple(words))
-            if best is not None and best[0] == 0:
-                break
-        return [] if best is None else [(best[2], best[3])]
-
-    def token_words(self, page: _Page, token: str) -> list[int]:
-        found = list(page.by_key().get(token, []))
-        if _digits(token):
-            folded = page.by_folded().get(token.translate(_DIGIT_LOOKALIKES), [])
-            found += [i for i in folded if i not in found]
-        if len(token) >= 6:
-            for length in (len(token) - 1, len(token), len(token) + 1):
-                for i in page.by_length().get(length, []):
-                    if i not in found and _token_matches(token, page.keys[i]):
-                        found.append(i)
-        return sorted(found, key=lambda i: page.rank[i])[:_MAX_TOKEN_WORDS]
-
-    # choosing among occurrences
-
-    def choose(
-        self, name: str, kind: Kind, candidates: list[Candidate], row: _Row | None
-    ) -> Candidate:
-        def order(c: Candidate) -> tuple[int, int]:
-            return c[0].index, c[0].rank[c[1][0]]
-
-        candidates = sorted(candidates, key=order)
+    def choose(self, kind: Kind, candidates: list[_Hit], row: _Row | None) -> _Hit:
+        candidates = sorted(candidates, key=lambda c: c.order)
         if len(candidates) == 1:
             return candidates[0]
         if row is not None:
             # Within a line item, the first occurrence below the previous item.
-            return next((c for c in candidates if row.is_after(*c)), candidates[0])
+            return next((c for c in candidates if row.is_after(c)), candidates[0])
         if kind == "currency":
             total = self.result.fields.get("total")
             if isinstance(total, Location):
-                near = [c for c in candidates if c[0].index == total.page]
+                near = [c for c in candidates if c.page == total.page]
                 if near:
-                    return min(near, key=lambda c: _distance(c[0].location(c[1]).bbox, total.bbox))
+                    return min(near, key=lambda c: _distance(c.loc.bbox, total.bbox))
             return candidates[0]
-        scored = [(self.label_distance(name, c), n) for n, c in enumerate(candidates)]
-        return candidates[min(scored)[1]]
+        return min(candidates, key=lambda c: (c.dist, c.order))
 
-    def label_distance(self, name: str, candidate: Candidate) -> int:
-        """How far the candidate sits from the nearest label word for the field, in words
-        between them on the same line, or in lines down from a label above it in the same
-        column. Labels do not follow their value, so words right of or below it do not count;
-        with no label in sight the distance is large and reading order decides."""
-        page, span = candidate
-        x0, y0, x1, _ = page.location(span).bbox
-        h = page.height(span)
-        line, pos = page.line_of[span[0]], page.pos_of[span[0]]
-        words = page.lines[line]
-        best = 1000
-        for i in page.labels(name):
-            if i in span:
-                return 0  # "Nr.2014-03": label and value in one word
-            w = page.words[i]
-            if page.line_of[i] == line and page.pos_of[i] < pos:
-                between = words[page.pos_of[i] + 1 : pos]
-                best = min(best, sum(1 for j in between if page.keys[j]))
-            elif page.line_of[i] < line and w.x0 - 2 * h < x1 and w.x1 + 2 * h > x0:
-                # Line spacing, not visual line numbers: other columns add lines in between.
-                best = min(best, 1 + int(max(0.0, y0 - w.y1) / (1.5 * h)))
-        return best
+
+def _currency_words(
+    pages: list[_Page], code: str
+) -> tuple[list[tuple[_Page, Span]], list[tuple[_Page, Span]]]:
+    """Words naming the currency: by its code, and by its sign."""
+    code_re = re.compile(rf"(?<![A-Za-z]){code}(?![A-Za-z])")
+    lower = code.casefold()
+    signs = _CURRENCY_SIGNS.get(code, ())
+    # Signs are found inside a word ("12,00€"), sign words only as the whole word.
+    marks = [s for s in signs if not s.replace(".", "").isalpha()]
+    names = {_key(s) for s in signs if s not in marks}
+    by_code: list[tuple[_Page, Span]] = []
+    by_sign: list[tuple[_Page, Span]] = []
+    for page in pages:
+        for i, w in enumerate(page.words):
+            text, key = w.text, page.keys[i]
+            if (code in text and code_re.search(text)) or (
+                key == lower and code not in _WORDLIKE_CODES
+            ):
+                by_code.append((page, (i,)))
+            elif any(m in text for m in marks) or (names and key.strip("0123456789") in names):
+                by_sign.append((page, (i,)))
+    return by_code, by_sign
+
+
+def _fuzzy_page(page: _Page, tokens: list[str], kind: str) -> tuple[int, int, Span] | None:
+    """Token by token with OCR slack; a long text may miss a fifth of its tokens, as long as
+    the ones found follow each other closely in reading order. The page's best chain as
+    (tokens missing, rank of its first word, words)."""
+    n = len(tokens)
+    allowed = n - math.ceil(0.8 * n) if kind == "text" and n >= 5 else 0
+    best: tuple[int, int, Span] | None = None
+    cands = [_token_words(page, t) for t in tokens]
+    # chains[t][w] = (missing so far, words) for chains whose last token t matched w.
+    chains: list[dict[int, tuple[int, list[int]]]] = [{} for _ in tokens]
+    for t in range(n):
+        for w in cands[t]:
+            options: list[tuple[int, list[int]]] = []
+            if t <= allowed:
+                options.append((t, [w]))
+            for s in range(max(0, t - allowed - 1), t):
+                skipped = t - s - 1
+                for prev, (missing, words) in chains[s].items():
+                    if (
+                        missing + skipped <= allowed
+                        and w not in words
+                        and page.near(prev, w, skipped)
+                    ):
+                        options.append((missing + skipped, [*words, w]))
+            if options:
+                chains[t][w] = min(options, key=lambda o: (o[0], page.rank[o[1][0]]))
+    for t in range(n):
+        for missing, words in chains[t].values():
+            total = missing + (n - 1 - t)
+            if total <= allowed:
+                key = (total, page.rank[words[0]])
+                if best is None or key < best[:2]:
+                    best = (total, page.rank[words[0]], tuple(words))
+    return best
+
+
+def _token_words(page: _Page, token: str) -> list[int]:
+    found = list(page.by_key().get(token, []))
+    digits = _digits(token)
+    if digits:
+        folded = page.by_folded().get(token.translate(_DIGIT_LOOKALIKES), [])
+        found += [i for i in folded if i not in found]
+    if len(token) >= 6:
+        # A one-edit match keeps every digit: only words with the same digits can match.
+        for length in (len(token) - 1, len(token), len(token) + 1):
+            for i in page.by_shape().get((length, digits), []):
+                if i not in found and _token_matches(token, page.keys[i]):
+                    found.append(i)
+    return sorted(found, key=lambda i: page.rank[i])[:_MAX_TOKEN_WORDS]
+
+
+def _label_distance(page: _Page, name: str, span: Span, loc: Location) -> int:
+    """How far an occurrence sits from the nearest label word for the field, in words between
+    them on the same line, or in lines down from a label above it in the same column. Labels
+    do not follow their value, so words right of or below it do not count; with no label in
+    sight the distance is large and reading order decides."""
+    x0, y0, x1, _ = loc.bbox
+    h = page.height(span)
+    line, pos = page.line_of[span[0]], page.pos_of[span[0]]
+    words = page.lines[line]
+    best = 1000
+    for i in page.labels(name):
+        if i in span:
+            return 0  # "Nr.2014-03": label and value in one word
+        w = page.words[i]
+        if page.line_of[i] == line and page.pos_of[i] < pos:
+            between = words[page.pos_of[i] + 1 : pos]
+            best = min(best, sum(1 for j in between if page.keys[j]))
+        elif page.line_of[i] < line and w.x0 - 2 * h < x1 and w.x1 + 2 * h > x0:
+            # Line spacing, not visual line numbers: other columns add lines in between.
+            best = min(best, 1 + int(max(0.0, y0 - w.y1) / (1.5 * h)))
+    return best
 
 
 class _Stream:
-    """Depth-first search for one value on one page, within a fixed budget of word visits."""
+    """Depth-first search for one value on one page, within a fixed budget of word visits;
+    stops once `out` holds `limit` matches (shared by the pages searched in turn)."""
 
     def __init__(
-        self, page: _Page, target: str, kind: str, folded: bool, out: list[Candidate]
+        self,
+        page: _Page,
+        target: str,
+        kind: str,
+        folded: bool,
+        out: list[tuple[_Page, Span]],
+        limit: int = _MAX_MATCHES,
     ) -> None:
         self.page, self.target, self.kind, self.out = page, target, kind, out
         self.keys = page.folded() if folded else page.keys
         self.folded = folded
+        self.limit = limit
         self.budget = _SEARCH_BUDGET
 
     def done(self) -> bool:
-        return self.budget < 0 or len(self.out) >= _MAX_MATCHES
+        return self.budget < 0 or len(self.out) >= self.limit
 
     def run(self) -> None:
         page, target, keys = self.page, self.target, self.keys

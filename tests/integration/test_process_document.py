@@ -12,6 +12,7 @@ from pipeline.db.models import DeadLetter, Extraction
 from pipeline.domain import DocumentStatus, Usage
 from pipeline.errors import ErrorCategory, TransientError
 from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf
+from pipeline.usecases import process
 from pipeline.usecases.process import Collaborators
 from tests.support.fake_model_server import FakeModelServer, error, reply
 from tests.support.pipeline_helpers import calls, document, process_document, upload
@@ -153,3 +154,39 @@ def test_local_extractor_on_a_real_sample_costs_zero_and_is_still_a_row(
         ).scalar_one()
     assert data is not None and data["invoice_number"] == "2014-03"
     assert Decimal(data["total"]) == Decimal("1005.55")
+
+
+def test_a_stage_that_died_after_storing_its_result_finishes_without_calling_again(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    invoice = make_invoice(14)
+    fake_model_server.fields = invoice.expected()
+    doc_id = upload(deps, bucket_with_queue.bucket, "died.pdf", render_pdf(invoice), "anthropic")
+    assert process_document(deps, doc_id) is DocumentStatus.DONE
+    assert fake_model_server.request_count == 1
+
+    def crash_after_store(review_reasons: str) -> None:
+        # What a worker killed between storing the result and finishing leaves behind.
+        with deps.sessions.begin() as session:
+            session.execute(
+                text(
+                    "UPDATE documents SET status = 'processing', stage = 'extract',"
+                    " lease_until = now() - interval '1 s', lease_owner = 'dead-task',"
+                    " finished_at = NULL WHERE id = :d"
+                ),
+                {"d": doc_id},
+            )
+            session.execute(
+                text(
+                    "UPDATE extractions SET review_reasons = CAST(:r AS jsonb)"
+                    " WHERE document_id = :d"
+                ),
+                {"d": doc_id, "r": review_reasons},
+            )
+
+    crash_after_store("[]")
+    assert process.extract_document(deps, doc_id, "new-task") is DocumentStatus.DONE
+    crash_after_store('["ungrounded: total was not found on any page"]')
+    assert process.extract_document(deps, doc_id, "new-task") is DocumentStatus.NEEDS_REVIEW
+    assert fake_model_server.request_count == 1  # the stored result was reused both times
+    assert document(deps, doc_id).finished_at is not None

@@ -1,8 +1,15 @@
-"""The Celery app: Redis broker, late acks, prefetch 1, no result backend."""
+"""The Celery app: Redis broker, late acks, prefetch 1, no result backend.
+
+Worker processes warm up at start (collaborators, database connection, the provider's SDK)
+instead of in their first task; see the signal handlers at the end.
+"""
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from pipeline.settings import Settings, get_settings
@@ -50,3 +57,42 @@ def make_app(settings: Settings) -> Celery:
 
 
 app = make_app(get_settings())
+
+
+# --- warm-up at process start ------------------------------------------------------------------
+
+_main_process: dict[str, int] = {}
+
+
+@signals.celeryd_after_setup.connect
+def _before_pool_start(instance: Any, **_: Any) -> None:
+    # The worker's main process, after logging and --queues were set up, before its pool (or
+    # embedded beat) forks. Importing modules is safe here and shared by every pool process;
+    # building clients is not (sockets and pools must not cross a fork), so that waits for the
+    # process that runs the tasks. Only the extract stage calls the provider.
+    _main_process["pid"] = os.getpid()
+    if queues.EXTRACT in instance.app.amqp.queues.consume_from:
+        from workers.runtime import import_provider_sdk
+
+        import_provider_sdk()
+
+
+@signals.worker_process_init.connect
+def _in_pool_process(**_: Any) -> None:
+    # Prefork children. The solo pool sends this signal in the main process too, before beat
+    # forks: that case is left to worker_ready.
+    if os.getpid() != _main_process.get("pid"):
+        from workers.runtime import warm_up
+
+        warm_up()
+
+
+@signals.worker_ready.connect
+def _in_main_process(sender: Any, **_: Any) -> None:
+    # Threads (and solo) pools run tasks in the main process; consuming starts after this.
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if not isinstance(sender.pool, PreforkPool):
+        from workers.runtime import warm_up
+
+        warm_up()

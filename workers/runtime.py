@@ -1,9 +1,18 @@
-"""Per-process collaborators (database, S3 client, extractors), built on first use after fork."""
+"""Per-process collaborators (database, S3 client, extractors), built once per worker process.
+
+`warm_up()` builds them at process start (see the signal handlers in `workers.app`), so the
+first task does not pay for them; without it they are built on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
+import time
 from functools import cache
+
+from sqlalchemy import text
 
 from pipeline.costing import load_price_table
 from pipeline.db.session import make_engine, make_session_factory
@@ -15,13 +24,18 @@ from pipeline.settings import get_settings
 from pipeline.storage import make_s3_client
 from pipeline.usecases.process import Collaborators
 
+log = logging.getLogger(__name__)
+
 _lock = threading.Lock()
+
+# The SDK each remote provider imports on its first call; importing it takes seconds.
+SDK_MODULES = {"anthropic": "anthropic", "openai_compat": "openai"}
 
 
 @cache
 def collaborators() -> Collaborators:
-    # Built lazily in the worker child, never in the parent before fork: sockets and
-    # connection pools must not be shared across processes.
+    # Built in the worker child, never in the parent before fork: sockets and connection
+    # pools must not be shared across processes.
     settings = get_settings()
     # Worker processes look schemas up by the name stored on each document.
     configure_schemas(settings.user_schemas, settings.schema_routes, settings.schema_name)
@@ -47,3 +61,41 @@ def collaborators() -> Collaborators:
             lease_s=settings.rate_limit_lease_s,
         ),
     )
+
+
+def import_provider_sdk() -> None:
+    """Import the default provider's SDK. Modules only, no client: safe before a fork, after
+    which every pool process shares the imported code instead of importing it again."""
+    provider = get_settings().default_provider
+    module = SDK_MODULES.get(provider)
+    if module is None:
+        return
+    started = time.perf_counter()
+    try:
+        importlib.import_module(module)
+    except Exception:
+        # The first task imports it again and fails loudly.
+        log.exception("importing the %s SDK failed; the first task will try again", provider)
+        return
+    log.info("imported the %s SDK in %.2f s", provider, time.perf_counter() - started)
+
+
+def warm_up() -> bool:
+    """Build this process's collaborators and its default extractor now and connect to the
+    database once, so the first task does not pay for it. True when all of it worked.
+
+    Never raises: a failure is logged, and what failed is not kept (`collaborators()` caches
+    only a result, `extractor_for` only a built extractor), so the first task builds it again
+    and fails loudly, as it would have without warm-up.
+    """
+    started = time.perf_counter()
+    try:
+        deps = collaborators()
+        deps.extractor_for(deps.settings.default_provider)
+        with deps.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:
+        log.exception("worker warm-up failed; the first task will build its collaborators again")
+        return False
+    log.info("worker process warmed up in %.2f s", time.perf_counter() - started)
+    return True

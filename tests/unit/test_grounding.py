@@ -15,8 +15,17 @@ from typing import Any
 import pymupdf
 import pytest
 
+from pipeline import grounding as grounding_module
 from pipeline.domain import PageContent
-from pipeline.grounding import UNGROUNDED, Grounding, Location, PageWords, ground
+from pipeline.grounding import (
+    UNGROUNDED,
+    Grounding,
+    GroundingStream,
+    Location,
+    PageWords,
+    ground,
+    ground_chunks,
+)
 from pipeline.pages import Limits, opened
 from pipeline.synthetic import SyntheticInvoice, make_invoice, render_pdf
 from tests.conftest import SAMPLES
@@ -403,6 +412,112 @@ def test_sample_values_not_on_the_page_are_caught(samples_dir: Path) -> None:
     )
     assert grounding.ungrounded() == ["invoice_number", "invoice_date", "total", "vendor_name"]
     assert _loc(grounding, "tax").matched_text == "160,55"
+
+
+# --- streaming over chunks of pages ---------------------------------------------------------
+
+
+def _chunks(pages: Sequence[PageWords], size: int) -> list[Sequence[PageWords]]:
+    return [pages[i : i + size] for i in range(0, len(pages), size)]
+
+
+def _assert_streaming_matches(data: dict[str, Any], pages: Sequence[PageWords]) -> Grounding:
+    whole = ground(data, pages)
+    for size in (1, 2, 3):
+        assert ground_chunks(data, _chunks(pages, size)).to_json() == whole.to_json(), size
+    return whole
+
+
+def _words(pdf: bytes) -> list[PageWords]:
+    return [PageWords(p.index, p.words) for p in _pages(pdf)]
+
+
+def _repeated(pages: list[PageWords], times: int) -> list[PageWords]:
+    """The same pages again and again: every value is printed on several pages."""
+    return [PageWords(n, pages[n % len(pages)].words) for n in range(len(pages) * times)]
+
+
+def _wrong(data: dict[str, Any]) -> dict[str, Any]:
+    """Values a model might invent, so that every search tier runs on every chunk."""
+    return data | {
+        "invoice_number": str(data.get("invoice_number") or "X-1")[::-1],
+        "total": "99999.99",
+        "vendor_name": "Acme Office Supplies GmbH",
+        "invoice_date": "2031-02-03",
+        "line_items": [
+            {"description": "Printer paper A4, 500 sheets", "quantity": "1", "amount": "12.00"},
+            *data.get("line_items", [])[:3],
+        ],
+    }
+
+
+@pytest.mark.parametrize("name", _sample_names())
+def test_streaming_equals_one_shot_on_the_samples(samples_dir: Path, name: str) -> None:
+    truth = json.loads((samples_dir / "gt" / name.replace(".pdf", ".json")).read_text())
+    fields = {k: v for k, v in truth["fields"].items() if v is not None}
+    data = fields | {"line_items": truth.get("line_items", [])}
+    pages = _words((samples_dir / "docs" / name).read_bytes())
+    for variant in (data, _wrong(data)):
+        _assert_streaming_matches(variant, pages)
+        _assert_streaming_matches(variant, _repeated(pages, 3))
+
+
+@pytest.mark.parametrize(("seed", "items"), [(3, 12), (21, 70), (34, 130)])
+def test_streaming_equals_one_shot_on_generated_invoices(seed: int, items: int) -> None:
+    invoice = make_invoice(seed, items=items)
+    pages = _words(render_pdf(invoice, rows_per_page=20))
+    data = _data(invoice)
+    whole = _assert_streaming_matches(data, pages)
+    assert whole.ungrounded() == []
+    _assert_streaming_matches(_wrong(data), pages)
+    # Items out of order: each picks its row relative to the item before it.
+    _assert_streaming_matches(data | {"line_items": data["line_items"][::-1]}, pages)
+    _assert_streaming_matches(data, _repeated(pages, 2))
+
+
+def test_value_only_on_a_late_chunk() -> None:
+    filler = [(50, 100, "Terms and conditions"), (50, 120, "Page of the appendix")]
+    pdf = _pdf(
+        filler,
+        [*filler, (50, 150, "Ref 2O24-0042")],  # the number with a letter O: a look-alike
+        filler,
+        [(50, 100, "Invoice No. 2024-0042"), (50, 200, "Total"), (300, 200, "1.234,50 EUR")],
+    )
+    pages = _words(pdf)
+    data = {"invoice_number": "2024-0042", "total": "1234.50", "currency": "EUR"}
+    whole = _assert_streaming_matches(data, pages)
+    # Printed exactly on the last page: the look-alike on page 1 is not taken.
+    assert _loc(whole, "invoice_number").page == 3
+    assert _loc(whole, "total").page == 3
+    assert _loc(whole, "currency").page == 3
+
+
+def test_value_on_several_pages_first_or_best_labelled_wins() -> None:
+    pdf = _pdf(
+        [(50, 100, "Carried forward"), (300, 100, "450.00"), (300, 300, "EUR")],
+        [(50, 100, "Items"), (300, 100, "450.00")],
+        [(50, 100, "Total"), (300, 100, "450.00"), (360, 100, "EUR")],
+    )
+    pages = _words(pdf)
+    whole = _assert_streaming_matches({"total": "450.00", "currency": "EUR"}, pages)
+    assert _loc(whole, "total").page == 2  # the labelled one, though printed last
+    assert _loc(whole, "currency").page == 2  # near the total
+    unlabelled = _assert_streaming_matches({"subtotal": "450.00"}, pages)
+    assert _loc(unlabelled, "subtotal").page == 0  # no label anywhere: the first
+
+
+def test_streaming_keeps_no_page_between_chunks() -> None:
+    import gc
+
+    invoice = make_invoice(8, items=60)
+    pages = _words(render_pdf(invoice, rows_per_page=20))
+    stream = GroundingStream(_data(invoice))
+    for chunk in _chunks(pages, 1):
+        stream.add(chunk)
+    del chunk
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, grounding_module._Page)]
+    assert stream.result().to_json() == ground(_data(invoice), pages).to_json()
 
 
 # --- speed ---------------------------------------------------------------------------------

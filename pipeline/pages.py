@@ -25,6 +25,7 @@ TIFF = "image/tiff"
 SUPPORTED = (PDF, PNG, JPEG, TIFF)
 
 _JPEG_QUALITY = 85
+_SERIAL_PIXELS = 1 << 16  # OpenCV's colour conversion runs serially up to this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +85,15 @@ def encode_pixmap_jpeg(pix: Any) -> bytes:
     half the unpack. Both are libjpeg-turbo: with today's wheels the bytes are identical."""
     rows = np.frombuffer(pix.samples_mv, np.uint8).reshape(pix.height, pix.stride)
     rgb = rows[:, : pix.width * 3].reshape(pix.height, pix.width, 3)
+    bgr = np.empty_like(rgb)
+    # OpenCV hands an image over 2^16 pixels to its thread pool, whose hand-offs cost more CPU
+    # than the swap itself; strips below that size stay on this thread.
+    step = max(1, _SERIAL_PIXELS // pix.width)
+    for top in range(0, pix.height, step):
+        cv2.cvtColor(rgb[top : top + step], cv2.COLOR_RGB2BGR, dst=bgr[top : top + step])
     ok, jpeg = cv2.imencode(
         ".jpg",
-        cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+        bgr,
         [
             cv2.IMWRITE_JPEG_QUALITY,
             _JPEG_QUALITY,

@@ -10,8 +10,8 @@
    from the same pixmap, for comparison) and PNG at the same pixel size (time and bytes, and
    how far the JPEG is from the lossless image in PSNR), and the pipeline's own
    `PdfDocument.page()` (text + words + render + JPEG + hash). The median of `--repeat` runs; CPU
-   time of this thread, and for `page()` also of the process: OpenCV's colour conversion hands
-   part of its work to its own threads.
+   time of this thread, and for `page()` also of the process, which shows any work handed to
+   other threads (OpenCV's pool would take a page-sized colour conversion).
 2. Validate (the schema's pydantic model), verify (business rules + grounding) and the database
    write of page rows + payloads (16 pages per transaction, as the prepare stage does, and one
    page per transaction), per page.

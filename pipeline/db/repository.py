@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import Insert, insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
@@ -40,6 +40,7 @@ from pipeline.domain import (
     Word,
 )
 from pipeline.errors import PipelineError
+from pipeline.grounding import PageWords
 
 
 def register_document(
@@ -593,3 +594,31 @@ def list_results(
     )
     rows = session.execute(query, {"status": status, "bucket": bucket, "limit": limit})
     return [ResultRow(*row) for row in rows]
+
+
+def iter_page_words(
+    sessions: sessionmaker[Session], document_id: int, start: int, stop: int, chunk: int
+) -> Iterator[list[PageWords]]:
+    """Pages [start, stop), `chunk` at a time, as index and words only (what grounding reads).
+    Each chunk is read in its own session, closed before the chunk is yielded: a suspended
+    consumer holds no transaction, and only one chunk's words are in memory."""
+    query = _page_words_statement()
+    for first in range(start, stop, max(chunk, 1)):
+        params = {"document_id": document_id, "start": first, "stop": min(first + chunk, stop)}
+        with sessions() as session:
+            rows = session.execute(query, params).all()
+        yield [PageWords(row.page_index, _words(row.words)) for row in rows]
+
+
+@functools.cache
+def _page_words_statement() -> Select[Any]:
+    payloads = _PAYLOADS.c
+    return (
+        select(payloads.page_index, payloads.words)
+        .where(
+            payloads.document_id == bindparam("document_id"),
+            payloads.page_index >= bindparam("start"),
+            payloads.page_index < bindparam("stop"),
+        )
+        .order_by(payloads.page_index)
+    )

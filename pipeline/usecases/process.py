@@ -40,7 +40,7 @@ from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.settings import Settings
 from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
-from pipeline.usecases.verify import verify
+from pipeline.usecases.verify import ChunkedPages, verify
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +223,18 @@ def extract_document(
             meter,
             options_from(settings, deps.limiter),
         )
+        words_only: list[PageContent] | ChunkedPages
         if loaded:
             for page in loaded:
                 page.image = b""  # grounding reads words only: let the pixels go
             words_only = loaded
         else:
-            with deps.sessions() as session:
-                words_only = repo.load_pages(session, document_id, 0, page_count, with_images=False)
+            # Grounding streams over the words chunk by chunk (twice after a re-check): memory
+            # stays that of one chunk however long the document.
+            words_only = ChunkedPages(
+                page_count,
+                lambda: repo.iter_page_words(deps.sessions, document_id, 0, page_count, size),
+            )
         return _finish(deps, document_id, claimed, extractor, result, words_only, renderer, meter)
     except TransientError as exc:
         _give_back(deps, document_id, meter, exc)
@@ -245,7 +250,7 @@ def check_result(
     extractor: Extractor,
     schema: SchemaSpec,
     result: ExtractionResult,
-    pages: list[PageContent],
+    pages: list[PageContent] | ChunkedPages,
     renderer: Any,
     prices: PriceTable,
     meter: Meter,
@@ -281,7 +286,7 @@ def _finish(
     claimed: Claimed,
     extractor: Extractor,
     result: ExtractionResult,
-    pages: list[PageContent],
+    pages: list[PageContent] | ChunkedPages,
     renderer: Any,
     meter: Meter,
 ) -> DocumentStatus:

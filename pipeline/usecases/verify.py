@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.checks import RuleFailure, run_rules
-from pipeline.domain import PageContent
-from pipeline.grounding import ground
+from pipeline.grounding import HasWords, ground, ground_chunks
 from pipeline.schemas import SchemaSpec
 
 
@@ -25,8 +24,25 @@ class Verdict:
         ]
 
 
-def verify(schema: SchemaSpec, data: dict[str, Any], pages: Sequence[PageContent]) -> Verdict:
-    grounding = ground(data, pages)
+@dataclass(frozen=True, slots=True)
+class ChunkedPages:
+    """A document's pages read chunk by chunk in page order, anew for every verification:
+    a long document's words are never all in memory at once."""
+
+    count: int
+    read: Callable[[], Iterable[Iterable[HasWords]]]
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def verify(
+    schema: SchemaSpec, data: dict[str, Any], pages: Sequence[HasWords] | ChunkedPages
+) -> Verdict:
+    if isinstance(pages, ChunkedPages):
+        grounding = ground_chunks(data, pages.read())
+    else:
+        grounding = ground(data, pages)
     return Verdict(
         failures=run_rules(schema.rules, data),
         grounding=grounding.to_json(),

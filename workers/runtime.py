@@ -27,13 +27,21 @@ from pipeline.usecases.process import Collaborators
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
+_build_lock = threading.Lock()
 
 # The SDK each remote provider imports on its first call; importing it takes seconds.
 SDK_MODULES = {"anthropic": "anthropic", "openai_compat": "openai"}
 
 
-@cache
 def collaborators() -> Collaborators:
+    # A threads pool's first tasks arrive together: without the lock each would build its own
+    # engine and clients (functools.cache does not make concurrent first calls wait).
+    with _build_lock:
+        return _build_collaborators()
+
+
+@cache
+def _build_collaborators() -> Collaborators:
     # Built in the worker child, never in the parent before fork: sockets and connection
     # pools must not be shared across processes.
     settings = get_settings()

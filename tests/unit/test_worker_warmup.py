@@ -19,9 +19,9 @@ from workers import queues, runtime
 
 @pytest.fixture
 def fresh_collaborators() -> Iterator[None]:
-    runtime.collaborators.cache_clear()
+    runtime._build_collaborators.cache_clear()
     yield
-    runtime.collaborators.cache_clear()
+    runtime._build_collaborators.cache_clear()
 
 
 def test_warm_up_builds_the_collaborators_once(
@@ -64,6 +64,36 @@ def test_warm_up_failure_is_logged_and_the_first_task_fails_loudly(
     with pytest.raises(PermanentError, match="API key"):
         runtime.collaborators().extractor_for(get_settings().default_provider)
     assert len(attempts) == 2  # nothing failed was cached: the task tried again
+
+
+def test_concurrent_first_tasks_share_one_build(
+    fresh_collaborators: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from pipeline.db.session import make_engine as real_make_engine
+
+    engines: list[object] = []
+
+    def slow_make_engine(url: str, **kwargs: Any) -> Any:
+        time.sleep(0.2)  # long enough for every thread to arrive during the build
+        engine = real_make_engine(url, **kwargs)
+        engines.append(engine)
+        return engine
+
+    monkeypatch.setattr(runtime, "make_engine", slow_make_engine)
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(runtime.collaborators())) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(engines) == 1
+    assert len({id(r) for r in results}) == 1
 
 
 def test_sdk_import_failure_is_logged_not_raised(

@@ -151,17 +151,6 @@ def _digits(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
 
-def _token_matches(token: str, key: str) -> bool:
-    """One value token against one word: equal, equal up to digit look-alikes, or one edit
-    away for tokens of six characters or more — but an edit may never touch a digit, since a
-    changed digit is exactly what an invented number looks like."""
-    if token == key:
-        return True
-    if _digits(token) and token.translate(_DIGIT_LOOKALIKES) == key.translate(_DIGIT_LOOKALIKES):
-        return True
-    return len(token) >= 6 and _digits(token) == _digits(key) and _within_one_edit(token, key)
-
-
 # --- amounts -------------------------------------------------------------------------------
 
 _SIGNS = "€$£¥₹₩₽₺₪₴₫₦₱฿"
@@ -1284,16 +1273,20 @@ def _fuzzy_page(page: _Page, tokens: list[str], kind: str) -> tuple[int, int, Sp
 
 
 def _token_words(page: _Page, token: str) -> list[int]:
+    """Words matching one value token: equal, equal up to digit look-alikes, or one edit away
+    for tokens of six characters or more — but an edit may never touch a digit, since a
+    changed digit is exactly what an invented number looks like."""
     found = list(page.by_key().get(token, []))
     digits = _digits(token)
     if digits:
         folded = page.by_folded().get(token.translate(_DIGIT_LOOKALIKES), [])
         found += [i for i in folded if i not in found]
     if len(token) >= 6:
-        # A one-edit match keeps every digit: only words with the same digits can match.
+        # A one-edit match keeps every digit: only words with the same digits can match, and
+        # the look-alike matches among them are found above, so one edit is all to test.
         for length in (len(token) - 1, len(token), len(token) + 1):
             for i in page.by_shape().get((length, digits), []):
-                if i not in found and _token_matches(token, page.keys[i]):
+                if i not in found and _within_one_edit(token, page.keys[i]):
                     found.append(i)
     return sorted(found, key=lambda i: page.rank[i])[:_MAX_TOKEN_WORDS]
 

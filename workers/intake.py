@@ -282,14 +282,12 @@ class _Deleter:
             if i in successful:
                 continue
             self.stats.delete_errors += 1
-            failure = failures.get(i, {})
+            # The code only: the entry's message may quote the receipt handle.
+            code = failures.get(i, {}).get("Code") or "no result for this entry"
             log.warning(
-                "message %s not deleted (it will be delivered again): %s%s",
+                "message %s not deleted (it will be delivered again): %s",
                 message_id,
-                _printable(str(failure.get("Code") or "no result for this entry")),
-                f" ({_printable(_one_line(str(failure['Message'])))})"
-                if failure.get("Message")
-                else "",
+                _printable(str(code)),
             )
 
     def _batch_failed(self, entries: list[tuple[str, str]], exc: Exception) -> None:

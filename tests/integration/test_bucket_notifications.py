@@ -344,6 +344,7 @@ def test_partial_batch_delete_failure_redelivers_only_the_failed_message(
     assert len(warnings) == 1
     assert "ReceiptHandleIsInvalid" in warnings[0]
     assert "will be delivered again" in warnings[0]
+    assert "not-a-receipt-handle" not in warnings[0]
 
 
 def test_failed_batch_delete_request_leaves_the_messages_for_redelivery(

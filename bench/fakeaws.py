@@ -11,7 +11,7 @@ core. This server speaks just enough of both APIs for boto3 and for the pipeline
   bucket.
 * SQS (JSON protocol): CreateQueue, GetQueueUrl, GetQueueAttributes, SetQueueAttributes,
   SendMessage, ReceiveMessage (long polling, visibility timeout, ApproximateReceiveCount),
-  DeleteMessage.
+  DeleteMessage, DeleteMessageBatch.
 
 No authentication, no persistence. `python -m bench.fakeaws` prints the endpoint URL on the
 first line of stdout and serves until SIGTERM; `--moto` serves moto instead (for comparison).
@@ -324,6 +324,11 @@ class Handler(BaseHTTPRequestHandler):
         elif action == "DeleteMessage":
             queue.delete(str(params["ReceiptHandle"]))
             self._sqs_reply({})
+        elif action == "DeleteMessageBatch":
+            entries = params.get("Entries") or []
+            for entry in entries:
+                queue.delete(str(entry["ReceiptHandle"]))
+            self._sqs_reply({"Successful": [{"Id": str(e["Id"])} for e in entries], "Failed": []})
         else:
             self._sqs_reply({"__type": "com.amazonaws.sqs#UnsupportedOperation",
                              "message": f"{action} is not supported"}, 400)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from pipeline.costing import load_price_table
 from pipeline.db.session import make_engine, make_session_factory
-from pipeline.extractors import build_extractor
+from pipeline.extractors import build_extractor, sdk_module
 from pipeline.extractors.base import Extractor
 from pipeline.ratelimit import make_rate_limiter
 from pipeline.routing import configure_schemas
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _build_lock = threading.Lock()
-
-# The SDK each remote provider imports on its first call; importing it takes seconds.
-SDK_MODULES = {"anthropic": "anthropic", "openai_compat": "openai"}
 
 
 def collaborators() -> Collaborators:
@@ -75,7 +72,11 @@ def import_provider_sdk() -> None:
     """Import the default provider's SDK. Modules only, no client: safe before a fork, after
     which every pool process shares the imported code instead of importing it again."""
     provider = get_settings().default_provider
-    module = SDK_MODULES.get(provider)
+    try:
+        module = sdk_module(provider)
+    except Exception:
+        log.exception("looking up the %s provider failed; the first task will try again", provider)
+        return
     if module is None:
         return
     started = time.perf_counter()

@@ -13,13 +13,19 @@ from pipeline.settings import Settings
 ExtractorFactory = Callable[[Settings], Extractor]
 
 _FACTORIES: dict[str, ExtractorFactory] = {}
+_SDKS: dict[str, str] = {}
 
 
-def register(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
-    """Decorator for a provider module's factory: `@register("anthropic")`."""
+def register(
+    name: str, *, sdk: str | None = None
+) -> Callable[[ExtractorFactory], ExtractorFactory]:
+    """Decorator for a provider module's factory: `@register("anthropic", sdk="anthropic")`.
+    `sdk` names the module the provider imports lazily, so a worker can import it at start."""
 
     def wrap(factory: ExtractorFactory) -> ExtractorFactory:
         _FACTORIES[name] = factory
+        if sdk:
+            _SDKS[name] = sdk
         return factory
 
     return wrap
@@ -35,6 +41,12 @@ def _discover() -> None:
 def provider_names() -> list[str]:
     _discover()
     return sorted(_FACTORIES)
+
+
+def sdk_module(name: str) -> str | None:
+    """The module the named provider imports on its first call, if any (slow to import)."""
+    _discover()
+    return _SDKS.get(name)
 
 
 def build_extractor(settings: Settings, name: str | None = None) -> Extractor:

@@ -318,6 +318,6 @@ def parse_message(message: Message, expected_tool: str, max_tokens: int) -> Prov
     )
 
 
-@register(PROVIDER)
+@register(PROVIDER, sdk="anthropic")
 def build(settings: Settings) -> AnthropicExtractor:
     return AnthropicExtractor(settings)

@@ -295,6 +295,6 @@ def parse_completion(completion: ChatCompletion, max_tokens: int | None) -> Prov
     )
 
 
-@register(PROVIDER)
+@register(PROVIDER, sdk="openai")
 def build(settings: Settings) -> OpenAICompatExtractor:
     return OpenAICompatExtractor(settings)

@@ -102,7 +102,7 @@ def test_sdk_import_failure_is_logged_not_raised(
     monkeypatch.setattr(
         runtime, "get_settings", lambda: SimpleNamespace(default_provider="anthropic")
     )
-    monkeypatch.setitem(runtime.SDK_MODULES, "anthropic", "pagemill_no_such_sdk")
+    monkeypatch.setattr(runtime, "sdk_module", lambda name: "pagemill_no_such_sdk")
 
     with caplog.at_level("ERROR", logger="workers.runtime"):
         runtime.import_provider_sdk()
@@ -168,3 +168,11 @@ def test_threads_and_solo_pools_warm_up_in_the_main_process_when_ready(
     worker_app._in_main_process(sender=SimpleNamespace(pool=object.__new__(ThreadPool)))
     worker_app._in_main_process(sender=SimpleNamespace(pool=object.__new__(SoloPool)))
     assert recorded == ["warm_up", "warm_up"]
+
+
+def test_each_remote_provider_names_the_sdk_a_worker_imports_at_start() -> None:
+    from pipeline.extractors import sdk_module
+
+    assert sdk_module("anthropic") == "anthropic"
+    assert sdk_module("openai_compat") == "openai"
+    assert sdk_module("local") is None  # nothing slow to import

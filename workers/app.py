@@ -41,19 +41,28 @@ def make_app(settings: Settings) -> Celery:
             # A message unacked this long is handed to another worker: it must exceed the
             # longest task plus the longest retry countdown, or a slow task runs twice at once.
             "visibility_timeout": settings.visibility_timeout_s,
-            # kombu's pool defaults to 10; late acks need one connection per task in flight.
-            "max_connections": max(20, settings.worker_concurrency * 2 + 10),
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
-        broker_pool_limit=max(10, settings.worker_concurrency + 5),
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule={
             "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
             "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
         },
     )
+    size_broker_pool(app, settings.worker_concurrency)
     return app
+
+
+def size_broker_pool(app: Celery, concurrency: int) -> None:
+    """Size the broker connections to the tasks a worker runs at once: kombu's pool defaults to
+    10 and late acks need a connection per task in flight, or acks are lost under load. Called
+    again by `pagemill worker --concurrency N` before the worker starts."""
+    app.conf.broker_pool_limit = max(10, concurrency + 5)
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "max_connections": max(20, concurrency * 2 + 10),
+    }
 
 
 app = make_app(get_settings())

@@ -261,11 +261,14 @@ def worker(
         raise typer.Exit(launcher.run(stages, loglevel=loglevel, beat=with_beat))
 
     from workers.app import app as celery_app
+    from workers.app import size_broker_pool
 
+    size = concurrency or settings.worker_concurrency
+    size_broker_pool(celery_app, size)
     celery_app.worker_main(
         [
             "worker",
-            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--concurrency={size}",
             f"--pool={pool or 'prefork'}",
             f"--loglevel={loglevel}",
             f"--queues={queues_ or ','.join(queues.CONSUMED)}",

@@ -39,6 +39,9 @@ class PageStatus(StrEnum):
 
 
 class CallOutcome(StrEnum):
+    # Written just before the request is sent, so that a worker killed mid-call still leaves its
+    # row (the provider may bill the call: tokens and cost unknown); the answer overwrites it.
+    STARTED = "started"
     OK = "ok"
     INVALID_OUTPUT = "invalid_output"
     TRUNCATED = "truncated"

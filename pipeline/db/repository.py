@@ -30,6 +30,7 @@ from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
+    CallOutcome,
     CallRecord,
     DocumentStatus,
     ExtractionResult,
@@ -267,7 +268,8 @@ def mark_pages(session: Session, document_id: int, status: PageStatus) -> None:
 
 
 def record_calls(session: Session, document_id: int | None, calls: Sequence[CallRecord]) -> None:
-    """One vlm_calls row per call, in one statement; writing the same call_id twice is a no-op."""
+    """One vlm_calls row per call, in one statement. A call's row is written `started` before
+    its request and once more with the outcome; writing a finished call again is a no-op."""
     if not calls:
         return
     rows = [
@@ -298,7 +300,30 @@ def record_calls(session: Session, document_id: int | None, calls: Sequence[Call
 
 @functools.cache
 def _record_calls_statement() -> Insert:
-    return insert(_CALLS).on_conflict_do_nothing(index_elements=["call_id"])
+    stmt = insert(_CALLS)
+    outcome = {
+        name: stmt.excluded[name]
+        for name in (
+            "request_id",
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "service_tier",
+            "cost_usd",
+            "latency_ms",
+            "outcome",
+            "stop_reason",
+            "error_category",
+            "error_message",
+        )
+    }
+    # A `started` row (written before the request) takes the outcome; a finished one is final.
+    return stmt.on_conflict_do_update(
+        index_elements=["call_id"],
+        set_=outcome,
+        where=_CALLS.c.outcome == CallOutcome.STARTED.value,
+    )
 
 
 def valid_extraction(session: Session, document_id: int, schema_name: str) -> Extraction | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,9 +34,11 @@ _MAX_TOKEN_CEILING = 16_000
 
 @dataclass(slots=True)
 class Meter:
-    """Every call made for one unit of work, kept even when the work fails."""
+    """Every call made for one unit of work, kept even when the work fails. `on_start` stores
+    a call's row before the request is sent (it raises if it cannot: then no call is made)."""
 
     calls: list[CallRecord] = field(default_factory=list)
+    on_start: Callable[[CallRecord], None] | None = None
 
     @property
     def cost_usd(self) -> Decimal:
@@ -65,6 +68,7 @@ def _metered_call(
     options: ExtractOptions,
 ) -> ProviderReply:
     attempt = len(meter.calls) + 1
+    call_id = uuid.uuid4()  # the same row from `started` to the outcome
     prompt_chars = len(request.schema.instructions) + len(request.feedback or "")
     with limited(
         options.limiter,
@@ -73,11 +77,25 @@ def _metered_call(
         estimate_input_tokens(request.pages, prompt_chars),
         request.max_tokens or options.expected_max_tokens,
     ) as permit:
+        if meter.on_start is not None:
+            meter.on_start(
+                CallRecord(
+                    provider=extractor.provider,
+                    model=extractor.model,
+                    attempt=attempt,
+                    outcome=CallOutcome.STARTED,
+                    latency_ms=0,
+                    usage=Usage(),
+                    cost_usd=None,  # unknown until the answer comes
+                    page_indexes=page_indexes,
+                    call_id=call_id,
+                )
+            )
         # Timed after the permit: latency is the provider's, not our own throttling.
         started = time.perf_counter()
-        reply = _call(extractor, request, meter, page_indexes, attempt, started)
+        reply = _call(extractor, request, meter, page_indexes, attempt, started, call_id)
         permit.actual = reply.usage
-    return _record_reply(extractor, reply, prices, meter, page_indexes, attempt, started)
+    return _record_reply(extractor, reply, prices, meter, page_indexes, attempt, started, call_id)
 
 
 def _call(
@@ -87,6 +105,7 @@ def _call(
     page_indexes: list[int],
     attempt: int,
     started: float,
+    call_id: uuid.UUID,
 ) -> ProviderReply:
     try:
         return extractor.call(request)
@@ -104,6 +123,7 @@ def _call(
                 error_category=exc.category.value,
                 error_message=exc.message,
                 page_indexes=page_indexes,
+                call_id=call_id,
             )
         )
         raise
@@ -117,6 +137,7 @@ def _record_reply(
     page_indexes: list[int],
     attempt: int,
     started: float,
+    call_id: uuid.UUID,
 ) -> ProviderReply:
     cost = prices.cost(extractor.provider, extractor.model, reply.usage)
     meter.calls.append(
@@ -131,6 +152,7 @@ def _record_reply(
             request_id=reply.request_id,
             stop_reason=reply.stop_reason,
             page_indexes=page_indexes,
+            call_id=call_id,
         )
     )
     if cost is None:

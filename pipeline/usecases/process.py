@@ -25,6 +25,7 @@ from pipeline.db import repository as repo
 from pipeline.db.models import Document
 from pipeline.db.session import transaction
 from pipeline.domain import (
+    CallRecord,
     DocumentStatus,
     ExtractionResult,
     ObjectRef,
@@ -195,7 +196,7 @@ def extract_document(
     if not isinstance(claimed, Claimed):
         return claimed
     settings = deps.settings
-    meter = Meter()
+    meter = Meter(on_start=lambda call: _record_started(deps, document_id, call))
     renderer = SourceRenderer(deps.s3, claimed.ref, settings)
     try:
         extractor = deps.extractor_for(claimed.provider)
@@ -367,6 +368,13 @@ def give_up(sessions: sessionmaker[Session], document_id: int, error: BaseExcept
     if not isinstance(error, PipelineError):
         error = PermanentError(ErrorCategory.INTERNAL, f"{type(error).__name__}: {error}")
     fail_document(sessions, document_id, error)
+
+
+def _record_started(deps: Collaborators, document_id: int, call: CallRecord) -> None:
+    # Its own transaction, committed before the request goes out: a worker killed mid-call
+    # leaves this row, so a call the provider may bill is never missing from vlm_calls.
+    with transaction(deps.sessions) as session:
+        repo.record_calls(session, document_id, [call])
 
 
 def _write_calls(session: Session, document_id: int, meter: Meter) -> None:

@@ -18,7 +18,8 @@ finished document is `done`, and every model request can be traced back to its d
 * duplicate_paid_calls: vlm_calls rows with outcome 'ok' beyond one per document;
 * model_requests: requests the fake provider received, requests_after_finish: those for a
   document received after it was finished (a paid call for finished work), unrecorded_requests:
-  requests without a vlm_calls row (calls cut off by a crash: the provider may bill them);
+  requests without a vlm_calls row, cut_off_calls: rows left `started` (calls cut off by a
+  crash or a time limit, written before the request: the provider may bill them);
 * error_calls and error_categories of the vlm_calls 'error' rows;
 * sweep_reenqueues: documents the sweep re-enqueued; time_limit_hits: tasks stopped by a time
   limit (see `FaultStack.time_limit_hits`); process_crashes: supervised processes that died
@@ -306,7 +307,8 @@ class FaultStack:
         """Tasks stopped by a time limit (soft: an exception in the task; hard: the pool
         process is killed). The fault stack's limits are short (10 s soft, 15 s hard) and a
         pool process's first task pays for its imports, so on a loaded machine a task can be
-        stopped mid-call: one extra, unrecorded provider request and a wait for the lease.
+        stopped mid-call: one extra provider request, its row left `started`, and a wait for the
+        lease.
         Assertions allow for these; they are reported."""
         pattern = re.compile(r"(?:Soft|Hard) time limit \(\S+\) exceeded for \S+\[([0-9a-f-]+)\]")
         return len({task for log in self._worker_logs() for task in pattern.findall(log)})
@@ -489,6 +491,8 @@ class FaultStack:
                 "max_requests_per_document": max(per_key_requests.values(), default=0),
                 "requests_after_finish": after_finish,
                 "unrecorded_requests": max(0, len(requests) - len(calls)),
+                # Rows left `started`: calls whose worker died before the answer was stored.
+                "cut_off_calls": sum(1 for c in calls if c["outcome"] == "started"),
                 "error_calls": len(errors),
                 "error_categories": dict(Counter(str(c["error_category"]) for c in errors)),
                 "priced_error_calls": sum(
@@ -581,6 +585,7 @@ def report(figures: Figures) -> None:
         f"duplicate_paid_calls={public['duplicate_paid_calls']} "
         f"model_requests={public['model_requests']} "
         f"unrecorded_requests={public['unrecorded_requests']} "
+        f"cut_off_calls={public['cut_off_calls']} "
         f"errors={public['error_categories']} seconds={public['seconds']}"
     )
     print(f"[faults] {json.dumps(public, default=str, sort_keys=True)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -190,3 +192,49 @@ def test_a_stage_that_died_after_storing_its_result_finishes_without_calling_aga
     assert process.extract_document(deps, doc_id, "new-task") is DocumentStatus.NEEDS_REVIEW
     assert fake_model_server.request_count == 1  # the stored result was reused both times
     assert document(deps, doc_id).finished_at is not None
+
+
+def test_a_call_is_a_row_from_before_the_request_until_its_outcome(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    invoice = make_invoice(15)
+    fake_model_server.fields = invoice.expected()
+    fake_model_server.latency = 1.5
+    doc_id = upload(deps, bucket_with_queue.bucket, "slow.pdf", render_pdf(invoice), "anthropic")
+    process.prepare_document(deps, doc_id, "prepare-task")
+    seen: list[tuple[str, ...]] = []
+
+    def rows() -> list[Any]:
+        with deps.sessions() as session:
+            return list(
+                session.execute(
+                    text(
+                        "SELECT call_id, outcome, cost_usd, input_tokens FROM vlm_calls"
+                        " WHERE document_id = :d"
+                    ),
+                    {"d": doc_id},
+                )
+            )
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            current = rows()
+            if current:
+                seen.append(tuple(str(v) for v in current[0]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        assert process.extract_document(deps, doc_id, "extract-task") is DocumentStatus.DONE
+    finally:
+        done.set()
+        watcher.join(5)
+
+    # The row was there first, while the 1.5 s request was out: a worker killed then leaves it.
+    assert seen and seen[0][1] == "started" and seen[0][2] == "None" and seen[0][3] == "0"
+    [final] = rows()  # the same row took the outcome: one call, one row
+    assert str(final.call_id) == seen[0][0]
+    assert final.outcome == "ok" and final.cost_usd > 0 and final.input_tokens > 0

@@ -168,10 +168,6 @@ def claim_document(
     return None if row is None else ClaimedDocument(*row)
 
 
-def get_document(session: Session, document_id: int) -> Document | None:
-    return session.get(Document, document_id)
-
-
 @dataclass(frozen=True, slots=True)
 class SourceFacts:
     """What the prepare stage learns of the file itself."""
@@ -243,27 +239,19 @@ def record_pages(
 @functools.cache
 def _record_pages_statement() -> Insert:
     stmt = insert(_PAGES)
+    rendered = (
+        "render_dpi",
+        "pixel_width",
+        "pixel_height",
+        "has_text_layer",
+        "image_passthrough",
+        "image_sha256",
+    )
     return stmt.on_conflict_do_update(
         constraint="uq_pages_document_index",
-        set_={
-            "render_dpi": stmt.excluded.render_dpi,
-            "pixel_width": stmt.excluded.pixel_width,
-            "pixel_height": stmt.excluded.pixel_height,
-            "has_text_layer": stmt.excluded.has_text_layer,
-            "image_passthrough": stmt.excluded.image_passthrough,
-            "image_sha256": stmt.excluded.image_sha256,
-            "updated_at": func.now(),
-        },
+        set_={**{name: stmt.excluded[name] for name in rendered}, "updated_at": func.now()},
         # Never move a page backwards from extracted.
         where=_PAGES.c.status != PageStatus.EXTRACTED.value,
-    )
-
-
-def mark_pages(session: Session, document_id: int, status: PageStatus) -> None:
-    session.execute(
-        update(_PAGES)
-        .where(_PAGES.c.document_id == document_id)
-        .values(status=status.value, updated_at=func.now())
     )
 
 

@@ -338,7 +338,7 @@ class SourceRenderer:
 
 def _give_back(deps: Collaborators, document_id: int, meter: Meter, exc: TransientError) -> None:
     with transaction(deps.sessions) as session:
-        _write_calls(session, document_id, meter)
+        repo.record_calls(session, document_id, meter.calls)
         repo.release_for_retry(session, document_id, exc)
 
 
@@ -353,7 +353,7 @@ def fail_document(
     """Final failure: the document says why, and a dead letter keeps it for replay."""
     with transaction(sessions) as session:
         if meter is not None:
-            _write_calls(session, document_id, meter)
+            repo.record_calls(session, document_id, meter.calls)
         doc = session.get(Document, document_id)
         attempts = doc.attempts if doc else 0
         repo.finish_document(
@@ -375,7 +375,3 @@ def _record_started(deps: Collaborators, document_id: int, call: CallRecord) -> 
     # leaves this row, so a call the provider may bill is never missing from vlm_calls.
     with transaction(deps.sessions) as session:
         repo.record_calls(session, document_id, [call])
-
-
-def _write_calls(session: Session, document_id: int, meter: Meter) -> None:
-    repo.record_calls(session, document_id, meter.calls)

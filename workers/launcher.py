@@ -58,12 +58,14 @@ def run(workers: list[StageWorker], *, loglevel: str, beat: bool) -> int:
     children: list[tuple[StageWorker, subprocess.Popen[bytes]]] = []
     stopping = False
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for _, child in children:
             if child.poll() is None:
-                child.send_signal(signum)  # Celery's warm shutdown on TERM / INT
+                # Celery's warm shutdown. Always TERM: after a Ctrl-C the children got SIGINT
+                # from the terminal already, and a second SIGINT would make it a cold shutdown.
+                child.terminate()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -11,14 +11,12 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Interval,
-    LargeBinary,
     Select,
     Table,
     Update,
     and_,
     bindparam,
     func,
-    literal,
     or_,
     select,
     text,
@@ -475,12 +473,10 @@ def _words(raw: list[Any]) -> list[Word]:
     return [Word(str(w[0]), w[1], w[2], w[3], w[4], int(w[5]), int(w[6])) for w in raw]
 
 
-def load_pages(
-    session: Session, document_id: int, start: int, stop: int, *, with_images: bool = True
-) -> list[PageContent]:
-    """Pages [start, stop) as the prepare stage stored them; without images, the image bytes
-    are not even read (grounding a long document needs every page's words, not its pixels)."""
-    query = _load_pages_statement(with_images)
+def load_pages(session: Session, document_id: int, start: int, stop: int) -> list[PageContent]:
+    """Pages [start, stop) as the prepare stage stored them, images included (what a model call
+    sends); grounding reads words only, through `iter_page_words`."""
+    query = _load_pages_statement()
     params = {"document_id": document_id, "start": start, "stop": stop}
     return [
         PageContent(
@@ -502,15 +498,14 @@ def load_pages(
 
 
 @functools.cache
-def _load_pages_statement(with_images: bool) -> Select[Any]:
+def _load_pages_statement() -> Select[Any]:
     pages, payloads = _PAGES.c, _PAYLOADS.c
-    image = payloads.image if with_images else literal(b"", LargeBinary).label("image")
     return (
         select(
             pages.page_index,
             payloads.width_pt,
             payloads.height_pt,
-            image,
+            payloads.image,
             payloads.media_type,
             pages.pixel_width,
             pages.pixel_height,

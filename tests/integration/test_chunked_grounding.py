@@ -70,7 +70,7 @@ def test_multi_chunk_document_is_grounded_chunk_by_chunk(
     chunks = list(repo.iter_page_words(deps.sessions, doc_id, 0, 4, 1))
     assert [[p.index for p in c] for c in chunks] == [[0], [1], [2], [3]]
     with deps.sessions() as session:
-        whole = repo.load_pages(session, doc_id, 0, 4, with_images=False)
+        whole = repo.load_pages(session, doc_id, 0, 4)
     assert [p.words for c in chunks for p in c] == [p.words for p in whole]
     grounding, reasons = _stored_grounding(deps, doc_id)
     with deps.sessions() as session:

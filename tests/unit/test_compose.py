@@ -78,7 +78,8 @@ def test_app_services_share_the_image(compose: dict[str, Any]) -> None:
         assert svc["build"] == {"context": ".", "dockerfile": "infra/Dockerfile"}, name
         assert svc["image"] == "pagemill:local", name
     assert service(compose, "intake")["command"] == ["pagemill", "ingest", "--webhook"]
-    assert service(compose, "worker")["command"] == ["pagemill", "worker"]
+    # The bare worker (both stages) with beat: without it nothing sweeps stuck documents.
+    assert service(compose, "worker")["command"] == ["pagemill", "worker", "--beat"]
 
 
 def test_minio_posts_events_to_the_intake(compose: dict[str, Any]) -> None:

@@ -260,11 +260,15 @@ def worker(
         )
         raise typer.Exit(launcher.run(stages, loglevel=loglevel, beat=with_beat))
 
+    size = concurrency or settings.worker_concurrency
+    # What the worker runs at once sizes its broker and database connection pools: make the
+    # flag the setting for this process and the pool processes it forks.
+    os.environ["PAGEMILL_WORKER_CONCURRENCY"] = str(size)
+    get_settings.cache_clear()
     from workers.app import app as celery_app
     from workers.app import size_broker_pool
 
-    size = concurrency or settings.worker_concurrency
-    size_broker_pool(celery_app, size)
+    size_broker_pool(celery_app, size)  # the app may have been built before the line above
     celery_app.worker_main(
         [
             "worker",

@@ -9,7 +9,6 @@ per stage and stops both when either ends, for a supervisor to restart the pair.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -70,10 +69,8 @@ def run(workers: list[StageWorker], *, loglevel: str, beat: bool) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index, stage in enumerate(workers):
-            # The broker connection pool is sized from this setting: one per thread in flight.
-            env = {**os.environ, "PAGEMILL_WORKER_CONCURRENCY": str(stage.concurrency)}
             argv = stage.argv(loglevel, beat and index == 0)  # one beat for the pair
-            children.append((stage, subprocess.Popen(argv, env=env)))
+            children.append((stage, subprocess.Popen(argv)))
             print(
                 f"pagemill worker: {stage.name} stage on {stage.pool} x{stage.concurrency} "
                 f"(queues {', '.join(stage.queues)}), pid {children[-1][1].pid}",

@@ -264,7 +264,9 @@ def download(s3: S3Client, ref: ObjectRef, max_bytes: int) -> bytes:
         length = response.get("ContentLength")
         if isinstance(length, int) and length > max_bytes:
             raise too_large(length)
-        data: bytes = body.read(max_bytes + 1)
+        # With a length, read() takes exactly that many bytes into one buffer; read(n) would
+        # allocate n and copy the result out: the file twice in memory at its peak.
+        data: bytes = body.read() if isinstance(length, int) else body.read(max_bytes + 1)
     except (ClientError, BotoCoreError) as exc:
         _raise_storage_error(exc, "GetObject", where)
     finally:

@@ -34,14 +34,7 @@ LATENCY_S = 1.5
 def test_broker_restarted_without_persistence(fault_stack: FaultStack) -> None:
     stack = fault_stack
     stack.set_latency(LATENCY_S)
-    # Intake's failed messages come back after 3 s instead of moto's default 30 s.
-    stack.bucket.sqs.set_queue_attributes(
-        QueueUrl=stack.bucket.queue_url, Attributes={"VisibilityTimeout": "3"}
-    )
-    worker = stack.spawn_worker("worker", beat=True, supervised=True)
-    ingest = stack.spawn_ingest(supervised=True)
-    stack.wait_ready(worker, ingest)
-    warm = stack.warm_up(2)
+    warm = stack.start_supervised()
 
     before = [stack.upload(f"broker/before-{n}.pdf", seed=2100 + n) for n in range(8)]
     # Kill while calls are running (their messages unacked) and others wait in the queue.

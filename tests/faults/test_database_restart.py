@@ -30,14 +30,7 @@ OUTAGE_S = 5.0
 def test_database_stopped_and_started(fault_stack_own_postgres: FaultStack) -> None:
     stack = fault_stack_own_postgres
     stack.set_latency(LATENCY_S)
-    # Intake's unhandled messages come back after 3 s instead of moto's default 30 s.
-    stack.bucket.sqs.set_queue_attributes(
-        QueueUrl=stack.bucket.queue_url, Attributes={"VisibilityTimeout": "3"}
-    )
-    worker = stack.spawn_worker("worker", beat=True, supervised=True)
-    ingest = stack.spawn_ingest(supervised=True)
-    stack.wait_ready(worker, ingest)
-    warm = stack.warm_up(2)
+    warm = stack.start_supervised()
 
     before = [stack.upload(f"db/before-{n}.pdf", seed=3100 + n) for n in range(6)]
     registered = len(warm) + len(before)

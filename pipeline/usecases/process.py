@@ -33,6 +33,7 @@ from pipeline.domain import (
     PageStatus,
     Stage,
 )
+from pipeline.duplicates import check_duplicates
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor, ReviewsItsResult
 from pipeline.ocr import OcrOptions, ocr_page
@@ -309,8 +310,12 @@ def _finish(
         meter,
         options_from(deps.settings, deps.limiter),
     )
-    status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
     with transaction(deps.sessions) as session:
+        # Under a lock on the invoice's key: of two copies finishing at once, one sees the other.
+        result.review_reasons += check_duplicates(
+            session, document_id, result.schema_name, result.data
+        )
+        status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
         repo.record_calls(session, document_id, meter.calls)
         repo.save_extraction(session, document_id, result)
         repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)

@@ -9,13 +9,20 @@ from typing import Any
 from pipeline.einvoice.cii import ROOTS as CII_ROOTS
 from pipeline.einvoice.cii import read_cii
 from pipeline.einvoice.model import EInvoice, EInvoiceLine
-from pipeline.einvoice.pdf import Attachment, is_einvoice_name, xml_attachments
-from pipeline.einvoice.safexml import local_name, namespace, parse_xml
+from pipeline.einvoice.pdf import Attachment, xml_attachments
+from pipeline.einvoice.safexml import HostileXml, local_name, namespace, parse_xml
 from pipeline.einvoice.ubl import ROOTS as UBL_ROOTS
 from pipeline.einvoice.ubl import read_ubl
 from pipeline.errors import ErrorCategory, PermanentError
 
-__all__ = ["Attachment", "EInvoice", "EInvoiceLine", "einvoice_in_pdf", "read_einvoice"]
+__all__ = [
+    "Attachment",
+    "EInvoice",
+    "EInvoiceLine",
+    "HostileXml",
+    "einvoice_in_pdf",
+    "read_einvoice",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +51,15 @@ def read_einvoice(data: bytes, what: str = "the XML") -> EInvoice:
 def einvoice_in_pdf(doc: Any) -> EInvoice | None:
     """The invoice XML a PDF carries (Factur-X / ZUGFeRD), or None when it has none.
 
-    An attachment under an e-invoice name that is hostile XML refuses the whole document
-    (BAD_INPUT); other XML attachments that are no invoice (a placeholder, a delivery note)
-    are passed over."""
+    Hostile XML (a DTD, entities) refuses the whole document (BAD_INPUT). XML attachments
+    that are broken or no invoice (a placeholder, a delivery note) are passed over with a
+    warning: the printed page is read instead."""
     for attachment in xml_attachments(doc):
         what = f"the embedded {attachment.name or 'XML file'}"
         try:
             return read_einvoice(attachment.data, what)
+        except HostileXml:
+            raise
         except PermanentError as exc:
-            if is_einvoice_name(attachment.name) and exc.category is ErrorCategory.BAD_INPUT:
-                raise
-            log.info("%s is not a readable e-invoice: %s", what, exc.message)
+            log.warning("%s is not a readable e-invoice, the page is read: %s", what, exc)
     return None

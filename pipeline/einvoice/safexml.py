@@ -9,6 +9,15 @@ import defusedxml.ElementTree as DefusedET
 
 from pipeline.errors import ErrorCategory, PermanentError
 
+
+class HostileXml(PermanentError):
+    """XML refused for what it declares (a DTD, entities, external references), not for
+    being broken: a document carrying it is refused as a whole."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCategory.BAD_INPUT, message)
+
+
 # The largest e-invoice XML read; real ones are 2-100 kB, a few MB with thousands of lines.
 MAX_XML_BYTES = 20 * 1024 * 1024
 
@@ -30,19 +39,14 @@ def parse_xml(data: bytes, what: str = "the XML") -> Element:
             data, forbid_dtd=True, forbid_entities=True, forbid_external=True
         )
     except defusedxml.DTDForbidden:
-        raise PermanentError(
-            ErrorCategory.BAD_INPUT,
+        raise HostileXml(
             f"{what} declares a DTD (<!DOCTYPE ...>); refused: e-invoices have none, and DTDs "
             "carry entity-expansion and external-entity attacks",
         ) from None
     except defusedxml.EntitiesForbidden:
-        raise PermanentError(
-            ErrorCategory.BAD_INPUT, f"{what} declares entities; refused (entity expansion)"
-        ) from None
+        raise HostileXml(f"{what} declares entities; refused (entity expansion)") from None
     except defusedxml.ExternalReferenceForbidden:
-        raise PermanentError(
-            ErrorCategory.BAD_INPUT, f"{what} refers to an external resource; refused"
-        ) from None
+        raise HostileXml(f"{what} refers to an external resource; refused") from None
     except ParseError as exc:
         raise PermanentError(
             ErrorCategory.BAD_INPUT, f"{what} is not well-formed XML: {exc}"

@@ -164,6 +164,12 @@ def test_malformed_xml_is_bad_input_and_other_xml_is_not_an_invoice() -> None:
     assert "<svg>" in other.value.message
 
 
+def test_a_broken_attachment_is_passed_over_for_the_page() -> None:
+    pdf = facturx_pdf(make_invoice(30), xml=b"<rsm:Cross", attachment_name="factur-x.xml")
+    with pymupdf.open(stream=pdf, filetype="pdf") as doc:
+        assert einvoice_in_pdf(doc) is None
+
+
 def test_a_placeholder_attachment_is_passed_over() -> None:
     # What the development set's PDFs carry: the XML overwritten by a placeholder.
     placeholder = b'<removed reason="embedded e-invoice XML removed for extraction evaluation"/>'

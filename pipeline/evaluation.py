@@ -37,6 +37,10 @@ _LEGAL_FORMS = frozenset(
 )
 
 ExtractFn = Callable[[Path], tuple[dict[str, Any], Decimal, float]]
+# Who read a document (the provider that produced its result, e.g. "einvoice" for an
+# e-invoice's XML, "local" for the offline rules): reported so that a figure is never an
+# extractor's when the XML gave the answer.
+ReadByFn = Callable[[Path], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,7 @@ class DocResult:
     cost_usd: Decimal = Decimal(0)
     latency_s: float = 0.0
     error: str | None = None
+    read_by: str | None = None
 
     @property
     def wrong(self) -> list[str]:
@@ -215,11 +220,21 @@ class Report:
     def kinds(self) -> list[str]:
         return sorted({d.kind for d in self.docs})
 
-    def accuracy(self, name: str | None = None, kind: str | None = None) -> Accuracy:
-        """Accuracy of one field (or all scored fields), overall or for one document kind."""
+    @property
+    def readers(self) -> list[str]:
+        return sorted({d.read_by for d in self.docs if d.read_by})
+
+    def accuracy(
+        self, name: str | None = None, kind: str | None = None, read_by: str | None = None
+    ) -> Accuracy:
+        """Accuracy of one field (or all scored fields), overall, for one document kind or
+        for the documents one reader read."""
         names = self.fields if name is None else (name,)
         results = [
-            d.scores.get(n) for d in self.docs if kind is None or d.kind == kind for n in names
+            d.scores.get(n)
+            for d in self.docs
+            if (kind is None or d.kind == kind) and (read_by is None or d.read_by == read_by)
+            for n in names
         ]
         scored = [r for r in results if r is not None]
         return Accuracy(sum(1 for r in scored if r), len(scored))
@@ -248,6 +263,12 @@ class Report:
                 | {"all": acc(self.accuracy(None, k))}
                 for k in self.kinds
             },
+            "by_reader": {
+                r: {"documents": sum(1 for d in self.docs if d.read_by == r)}
+                | {n: acc(self.accuracy(n, read_by=r)) for n in self.fields}
+                | {"all": acc(self.accuracy(read_by=r))}
+                for r in self.readers
+            },
             "cost_usd": str(self.total_cost_usd),
             "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
             | {"all": self.seconds_per_page()},
@@ -261,6 +282,7 @@ class Report:
                         n: {"expected": d.expected.get(n), "got": _predicted(d.prediction, n)}
                         for n in d.wrong
                     },
+                    "read_by": d.read_by,
                     "cost_usd": str(d.cost_usd),
                     "latency_s": round(d.latency_s, 3),
                     "error": d.error,
@@ -276,10 +298,14 @@ def _predicted(prediction: dict[str, Any], name: str) -> Any:
 
 
 def evaluate(
-    cases: Iterable[Case], extract_fn: ExtractFn, fields: Sequence[str] = SCORED_FIELDS
+    cases: Iterable[Case],
+    extract_fn: ExtractFn,
+    fields: Sequence[str] = SCORED_FIELDS,
+    read_by: ReadByFn | None = None,
 ) -> Report:
     """Run `extract_fn` on every case and score it. A document that fails counts every scored
-    field as wrong and keeps the error; it does not stop the run."""
+    field as wrong and keeps the error; it does not stop the run. `read_by` names who read
+    each document after `extract_fn` ran on it."""
     docs: list[DocResult] = []
     for case in cases:
         expected = {n: case.fields.get(n) for n in fields}
@@ -310,6 +336,7 @@ def evaluate(
                 expected=expected,
                 cost_usd=cost,
                 latency_s=latency,
+                read_by=read_by(case.path) if read_by else None,
             )
         )
     return Report(fields=tuple(fields), docs=docs)
@@ -337,6 +364,7 @@ def format_report(report: Report) -> str:
             d.name,
             d.kind,
             str(d.pages),
+            d.read_by or "-",
             str(
                 Accuracy(
                     sum(1 for v in d.scores.values() if v),
@@ -353,9 +381,16 @@ def format_report(report: Report) -> str:
         ]
         for d in report.docs
     ]
-    lines += _table(["doc", "kind", "pages", "correct", "cost $", "latency s", "wrong"], doc_rows)
+    lines += _table(
+        ["doc", "kind", "pages", "read by", "correct", "cost $", "latency s", "wrong"], doc_rows
+    )
     lines.append("")
     lines.append(f"documents: {len(report.docs)}   total cost: ${report.total_cost_usd:.4f}")
+    for reader in report.readers:
+        count = sum(1 for d in report.docs if d.read_by == reader)
+        lines.append(
+            f"read by {reader}: {count} document(s), fields {report.accuracy(read_by=reader)}"
+        )
     return "\n".join(lines)
 
 

@@ -22,7 +22,8 @@ PDF = "application/pdf"
 PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
-SUPPORTED = (PDF, PNG, JPEG, TIFF)
+XML = "application/xml"  # an e-invoice (XRechnung, Peppol): structured data, no pages
+SUPPORTED = (PDF, PNG, JPEG, TIFF, XML)
 
 _JPEG_QUALITY = 85
 _SERIAL_PIXELS = 1 << 16  # OpenCV's colour conversion runs serially up to this size
@@ -48,10 +49,24 @@ def sniff(data: bytes) -> str:
         return JPEG
     if head.startswith((b"II*\x00", b"MM\x00*")):
         return TIFF
+    if _looks_like_xml(head):
+        return XML
     raise PermanentError(
         ErrorCategory.UNSUPPORTED_TYPE,
-        f"unsupported file type ({_describe(head)}); expected PDF, PNG, JPEG or TIFF",
+        f"unsupported file type ({_describe(head)}); expected PDF, PNG, JPEG, TIFF or an "
+        "e-invoice XML (CII, UBL)",
     )
+
+
+def _looks_like_xml(head: bytes) -> bool:
+    """An XML declaration, or a first element that is not HTML (HTML has its own answer)."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"<?xml"):
+        return True
+    lowered = text.lower()
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return False
+    return len(text) > 1 and text[:1] == b"<" and (text[1:2].isalpha() or text[1:4] == b"!--")
 
 
 def _describe(head: bytes) -> str:
@@ -300,10 +315,28 @@ class ImageDocument(LoadedDocument):
         return self.frames[index].convert("RGB")
 
 
+class XmlDocument(LoadedDocument):
+    """An XML file (an XRechnung or Peppol e-invoice): its data is the document; there are no
+    pages to render, OCR or send to a model."""
+
+    def __init__(self, data: bytes) -> None:
+        self.media_type = XML
+        self.page_count = 0
+        self.data = data
+
+    def page(self, index: int) -> PageContent:
+        raise PermanentError(ErrorCategory.BAD_INPUT, "an XML document has no pages")
+
+    def render(self, index: int, dpi: int) -> Image.Image:
+        raise PermanentError(ErrorCategory.BAD_INPUT, "an XML document has no pages to render")
+
+
 def open_document(data: bytes, limits: Limits) -> LoadedDocument:
     media_type = sniff(data)
     if media_type == PDF:
         return PdfDocument(data, limits)
+    if media_type == XML:
+        return XmlDocument(data)
     return ImageDocument(data, media_type, limits)
 
 

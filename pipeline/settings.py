@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     anthropic_timeout_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: SecretStr | None = None
-    openai_model: str = "Qwen/Qwen2-VL-7B-Instruct"
+    # A current open-weight model (Qwen2-VL still works; on document benchmarks it is far
+    # behind its successors). See the README's "Self-hosted models" section.
+    openai_model: str = "Qwen/Qwen3-VL-8B-Instruct"
+    # Pixels per page image at most (None: as rendered, PAGEMILL_IMAGE_LONG_EDGE_PX). Known
+    # model families (Qwen2/2.5/3-VL) get images sized as their processor would size them.
+    openai_max_pixels: Annotated[int | None, Field(ge=3136)] = None
     openai_timeout_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     schema_name: str = "invoice"  # the default schema for new documents
     # User schemas: "pkg.module:Model" or JSON Schema file paths, comma-separated or a JSON list.

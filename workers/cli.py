@@ -386,16 +386,21 @@ def evaluate_dir(
         _die(str(exc))
     prices = load_price_table(settings.price_table)
 
+    readers: dict[Path, str] = {}  # e-invoices are read from their XML, whatever the provider
+
     def run(path: Path) -> tuple[dict[str, Any], Decimal, float]:
         started = time.perf_counter()
         result, meter = extract_bytes(
             read_input(path, settings.max_file_bytes), extractor, spec, prices, settings
         )
+        readers[path] = result.provider
         return result.data or {}, meter.cost_usd, time.perf_counter() - started
 
     from rich.progress import track
 
-    report = evaluate(track(cases, description="evaluating", transient=True), run)
+    report = evaluate(
+        track(cases, description="evaluating", transient=True), run, read_by=readers.get
+    )
     typer.echo(format_report(report))
     if out is not None:
         out.write_text(json.dumps(report.to_dict(), indent=2, default=str, ensure_ascii=False))

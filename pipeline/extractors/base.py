@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
+from pipeline.checks import RuleFailure
 from pipeline.domain import ExtractionRequest, ProviderReply
 
 
@@ -24,3 +26,14 @@ class Extractor(Protocol):
     runs_locally: bool
 
     def call(self, request: ExtractionRequest) -> ProviderReply: ...
+
+
+@runtime_checkable
+class ReviewsItsResult(Protocol):
+    """An extractor that knows more about its answer than the shared checks do (an
+    e-invoice's XML declares its own arithmetic): it turns the rule failures and the values
+    not found on the page into the review reasons."""
+
+    def review_reasons(
+        self, data: dict[str, Any], failures: Sequence[RuleFailure], ungrounded: Sequence[str]
+    ) -> list[str]: ...

@@ -26,6 +26,7 @@ from pipeline.extractors.common import (
     status_error,
 )
 from pipeline.settings import Settings
+from pipeline.vlm_images import VisionModel, fit_image, vision_model
 
 if TYPE_CHECKING:
     import openai
@@ -75,6 +76,9 @@ class OpenAICompatExtractor:
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         self.model = settings.openai_model
+        # How the served model sees images (None: an unknown family, images go as rendered).
+        self.vision: VisionModel | None = vision_model(self.model)
+        self._max_pixels = settings.openai_max_pixels
         self._api_key = key.strip() or NO_API_KEY
         self._base_url = settings.openai_base_url
         self._timeout_s = settings.openai_timeout_s
@@ -122,7 +126,7 @@ class OpenAICompatExtractor:
         content: list[ChatCompletionContentPartImageParam | ChatCompletionContentPartTextParam]
         content = []
         for page in request.pages:
-            content.append(_image_part(page))
+            content.append(_image_part(page, self.vision, self._max_pixels))
             if page.has_text_layer:
                 content.append({"type": "text", "text": page_text_label(page)})
         action = "answer with the JSON object"
@@ -200,14 +204,21 @@ class OpenAICompatExtractor:
         return None
 
 
-def _image_part(page: PageContent) -> ChatCompletionContentPartImageParam:
+def _image_part(
+    page: PageContent, vision: VisionModel | None, max_pixels: int | None
+) -> ChatCompletionContentPartImageParam:
     media_type = page.media_type.lower()
     if not media_type.startswith("image/"):
         raise PermanentError(
             ErrorCategory.UNSUPPORTED_TYPE,
             f"page {page.index + 1}: {page.media_type!r} is not an image type",
         )
-    data = base64.b64encode(page.image).decode("ascii")
+    image = page.image
+    if vision is not None:
+        image, _, _ = fit_image(image, page.pixel_width, page.pixel_height, vision, max_pixels)
+        if image is not page.image:
+            media_type = "image/jpeg"
+    data = base64.b64encode(image).decode("ascii")
     return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
 
 

@@ -269,7 +269,9 @@ def extract_pages(
 
 
 def chunked(pages: Sequence[PageContent], size: int) -> list[list[PageContent]]:
-    return [list(pages[i : i + size]) for i in range(0, len(pages), size)]
+    """Pages `size` at a time. A document without pages (an XML e-invoice) is one empty
+    chunk: its extractor reads the document's data, not pages."""
+    return [list(pages[i : i + size]) for i in range(0, len(pages), max(size, 1))] or [[]]
 
 
 def _human(indexes: list[int]) -> str:

@@ -13,6 +13,7 @@ from pipeline.pages import opened
 from pipeline.retry import RetryPolicy
 from pipeline.schemas import SchemaSpec
 from pipeline.settings import Settings
+from pipeline.usecases.einvoice import extractor_for_source
 from pipeline.usecases.extract import Meter, chunked, extract_pages
 from pipeline.usecases.process import check_result, ensure_words, limits_from, options_from
 
@@ -56,6 +57,7 @@ def extract_bytes(
     options = options_from(settings)
     meter = Meter()
     with opened(data, limits_from(settings)) as source:
+        extractor = extractor_for_source(extractor, source, schema, settings)
         pages = list(source.pages())
         if extractor.runs_locally or settings.ocr_scanned_pages:
             for page in pages:

@@ -33,13 +33,15 @@ from pipeline.domain import (
     PageStatus,
     Stage,
 )
+from pipeline.duplicates import check_duplicates
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
-from pipeline.extractors.base import Extractor
+from pipeline.extractors.base import Extractor, ReviewsItsResult
 from pipeline.ocr import OcrOptions, ocr_page
 from pipeline.pages import Limits, LoadedDocument, open_document, usable_text_layer
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.settings import Settings
+from pipeline.usecases.einvoice import extractor_for_source
 from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
 from pipeline.usecases.verify import ChunkedPages, verify
 
@@ -135,6 +137,7 @@ def prepare_document(
         data = storage.download(deps.s3, claimed.ref, settings.max_file_bytes)
         source = open_document(data, limits_from(settings))
         try:
+            extractor = extractor_for_source(extractor, source, claimed.schema, settings)
             facts = repo.SourceFacts(
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
@@ -145,7 +148,8 @@ def prepare_document(
             del data
             ocr = extractor.runs_locally or settings.ocr_scanned_pages
             kept: list[PageContent] = []
-            for index in range(0, source.page_count, _STORE_BATCH):
+            # At least one pass: an XML e-invoice has no pages but its source facts are stored.
+            for index in range(0, max(source.page_count, 1), _STORE_BATCH):
                 stop = min(index + _STORE_BATCH, source.page_count)
                 batch = [source.page(i) for i in range(index, stop)]
                 for page in batch:
@@ -276,7 +280,12 @@ def check_result(
         )
         verdict = verify(schema, result.data, pages)
     result.grounding = verdict.grounding
-    result.review_reasons = verdict.reasons
+    if isinstance(extractor, ReviewsItsResult):
+        result.review_reasons = extractor.review_reasons(
+            result.data, verdict.failures, verdict.ungrounded
+        )
+    else:
+        result.review_reasons = verdict.reasons
     result.calls = list(meter.calls)
     return result
 
@@ -301,8 +310,12 @@ def _finish(
         meter,
         options_from(deps.settings, deps.limiter),
     )
-    status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
     with transaction(deps.sessions) as session:
+        # Under a lock on the invoice's key: of two copies finishing at once, one sees the other.
+        result.review_reasons += check_duplicates(
+            session, document_id, result.schema_name, result.data
+        )
+        status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
         repo.record_calls(session, document_id, meter.calls)
         repo.save_extraction(session, document_id, result)
         repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)

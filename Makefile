@@ -32,22 +32,24 @@ lock-check:
 venv: lock-check $(VENV)/.installed
 
 # Exactly the locked versions, each checked against its hash; --no-deps because the lock is
-# complete (pip check below proves it), and pagemill itself is built with the locked setuptools.
-$(VENV)/.installed: requirements/dev.lock pyproject.toml
+# complete (the check below proves it), and pagemill itself is built with the locked setuptools.
+# uv (itself from the tools lock) downloads in parallel: a fresh install takes a fraction of
+# pip's time.
+$(VENV)/.installed: requirements/dev.lock pyproject.toml | $(UV)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing requirements/dev.lock into $(VENV)"
-	@$(PY) $(PIP) --require-hashes --no-deps -r requirements/dev.lock
-	@$(PY) $(PIP) --no-deps --no-build-isolation -e .
-	@$(PY) -m pip check -q >/dev/null || { $(PY) -m pip check; exit 1; }
+	@$(UV) pip install --quiet --python $(PY) --require-hashes --no-deps -r requirements/dev.lock
+	@$(UV) pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	@$(UV) pip check --quiet --python $(PY) || { $(UV) pip check --python $(PY); exit 1; }
 	@touch $@
 
 # The infrastructure linters live apart: checkov's pins conflict with the pipeline's.
 tools: lock-check $(TOOLS)/.installed
 
-$(TOOLS)/.installed: requirements/tools.lock
-	@test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
+$(TOOLS)/.installed: requirements/tools.lock | $(UV)
 	@echo "installing requirements/tools.lock into $(TOOLS)"
-	@$(TOOLS)/bin/python $(PIP) --require-hashes --no-deps -r requirements/tools.lock
+	@$(UV) pip install --quiet --python $(TOOLS)/bin/python --require-hashes --no-deps \
+		-r requirements/tools.lock
 	@touch $@
 
 services:
@@ -72,7 +74,7 @@ lint-infra: system-deps tools
 
 ci: lint lint-infra test
 
-# uv comes from the tools lock too (pinned, hashed), so `make lock` needs nothing else.
+# uv comes from the tools lock (pinned, hashed) and installs everything else.
 $(UV):
 	@test -x $(TOOLS)/bin/python || python3 -m venv $(TOOLS)
 	@$(TOOLS)/bin/python $(PIP) --require-hashes --no-deps -r <(python3 infra/lock.py requirement uv)

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 from pipeline.settings import Settings
 from workers import queues
+from workers.cli import app as cli_app
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests")
 
@@ -64,6 +66,12 @@ def test_every_component_runs(objects: dict[tuple[str, str], dict[str, Any]]) ->
     assert consumed == set(queues.CONSUMED)
     job = objects[("Job", "pagemill-migrate")]
     assert container(job)["args"] == ["pagemill", "migrate"]
+    # The options parse with the real CLI (`pagemill web` comes with the dashboard's branch).
+    group = typer.main.get_command(cli_app)
+    for obj in [*deployments(objects).values(), job]:
+        words = [re.sub(r"\$\(PAGEMILL_\w+_CONCURRENCY\)", "2", w) for w in container(obj)["args"]]
+        if words[1] != "web":
+            group.commands[words[1]].make_context(words[1], words[2:])  # type: ignore[attr-defined]
 
 
 def test_exactly_one_beat(objects: dict[tuple[str, str], dict[str, Any]]) -> None:

@@ -30,7 +30,7 @@ FINAL = ("done", "needs_review", "failed")
 # then arrive within seconds; documents take a few seconds more on a busy machine.
 RESULTS_TIMEOUT_S = 180.0
 # A healthy persistent queue delivers within seconds of the endpoint coming back.
-REDELIVERY_WITHOUT_RESTART_S = 20.0
+REDELIVERY_WITHOUT_RESTART_S = 15.0
 
 
 class Intake:

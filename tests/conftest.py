@@ -26,6 +26,7 @@ SAMPLES = REPO.parent / "shared" / "samples"
 pytest_plugins = [
     "tests.support.s3_fixtures",
     "tests.support.fake_model_fixtures",
+    "tests.support.radosgw_fixtures",
 ]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -584,11 +586,22 @@ def reconcile_once(
     typer.echo(f"{len(ids)} object(s) without an event ingested")
 
 
+def _exit_on_term(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> None:
-    """Run the scheduler for the periodic sweep and reconciliation (run exactly one)."""
+    """Run the scheduler for the periodic sweep and reconciliation. A second beat waits on a
+    lock in Redis until the first is gone, so they never schedule twice."""
     from workers.app import app as celery_app
+    from workers.beatlock import hold_beat_lock
 
+    _logging(False)
+    held = hold_beat_lock(_settings().broker_url)
+    atexit.register(held.release)  # a clean stop hands over at once, not after the TTL
+    # Until Celery installs its own handlers, make SIGTERM an exit that runs atexit.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={_beat_schedule()}"])
 
 

@@ -10,7 +10,8 @@ Two transports, both plain code with the work injected as `handle` (no Celery he
 * `make_webhook_server` serves ``POST /events`` for S3-compatible servers that push events over
   HTTP (MinIO's webhook target, Ceph's HTTP push endpoint): 200 once handled, 503 when `handle`
   failed so the sender retries, 400 for a body that is not a bucket event, 401 without the
-  shared secret.
+  shared secret (``Authorization: Bearer <secret>``, or HTTP Basic with the secret as the
+  password, which is how Ceph radosgw sends the user-info of its push endpoint).
 
 Deliveries are at least once on both paths (SQS redelivers, servers retry, a message can be
 handled and then fail to be deleted), so `handle` must be idempotent for a given ObjectRef; it
@@ -21,6 +22,8 @@ Logs name message ids, buckets and keys, never object contents or secrets.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import json
@@ -48,6 +51,7 @@ __all__ = [
     "Handle",
     "IntakeStats",
     "WebhookServer",
+    "authorized",
     "consume_sqs",
     "make_webhook_server",
 ]
@@ -325,6 +329,28 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def authorized(header: str, secret: bytes) -> bool:
+    """Whether an Authorization header carries the shared secret.
+
+    ``Bearer <secret>`` is what MinIO sends. Ceph radosgw cannot send a header of its own: the
+    secret goes in its push endpoint's user-info (``http://pagemill:<secret>@intake/events``),
+    which it sends as ``Basic base64(user:secret)``; any user name is accepted. `header` is the
+    value as http.server decoded it (latin-1), so encoding it back gives the raw bytes.
+    """
+    scheme, _, credentials = header.strip().partition(" ")
+    raw = credentials.strip().encode("latin-1", errors="replace")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(raw, secret)
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            return False
+        _, colon, password = decoded.partition(b":")
+        return bool(colon) and hmac.compare_digest(password, secret)
+    return False
+
+
 class WebhookServer(ThreadingHTTPServer):
     """HTTP server for bucket-event posts; see `make_webhook_server`."""
 
@@ -373,12 +399,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         expected = self._server.secret
         if expected is None:
             return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        # http.server decodes header bytes as latin-1; undo that to compare the raw bytes.
-        return hmac.compare_digest(token.strip().encode("latin-1"), expected)
+        return authorized(self.headers.get("Authorization", ""), expected)
 
     def _reply(self, status: HTTPStatus, payload: dict[str, Any] | None = None) -> None:
         body = b"" if payload is None else json.dumps(payload).encode("utf-8")
@@ -483,9 +504,10 @@ def make_webhook_server(
     """A bound, not yet serving, HTTP server for bucket-event posts (call `serve_forever()`).
 
     ``POST /events`` needs ``Authorization: Bearer <secret>`` whenever a secret is set (MinIO
-    sends its ``auth_token`` that way). Without a secret the server only starts on a loopback
-    address; anywhere else that raises `PermanentError(CONFIGURATION)`. ``GET /healthz`` answers
-    200 without authentication. Port 0 picks a free port (see ``server.server_address``).
+    sends its ``auth_token`` that way), or HTTP Basic with the secret as password (radosgw).
+    Without a secret the server only starts on a loopback address; anywhere else that raises
+    `PermanentError(CONFIGURATION)`. ``GET /healthz`` answers 200 without authentication.
+    Port 0 picks a free port (see ``server.server_address``).
     """
     token = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     if token and any(ch.isspace() for ch in token):

@@ -7,6 +7,7 @@ redelivery and delete malformed ones. The webhook server is exercised over real 
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -690,6 +691,27 @@ def test_webhook_health_and_probe(webhook: Webhook) -> None:
     test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}).encode()
     status, reply = webhook.request("POST", "/events", test_event, bearer(SECRET))
     assert (status, json.loads(reply)) == (200, {"accepted": 0})
+
+
+def test_webhook_takes_the_secret_as_a_basic_auth_password(webhook: Webhook) -> None:
+    # Ceph radosgw cannot send a header of its own: its push endpoint's user-info
+    # (http://user:secret@host/events) goes out as HTTP Basic authentication.
+    def basic(credentials: bytes) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+
+    body = minio_post_body("pagemill", "in/ceph.pdf")
+    for wrong in (
+        basic(b"pagemill:wrong"),
+        basic(b"pagemill:" + SECRET.encode() + b"x"),
+        basic(SECRET.encode()),  # no user part: not user:password
+        basic(b":"),
+        {"Authorization": "Basic not base64!"},
+    ):
+        assert webhook.request("POST", "/events", body, wrong)[0] == 401, wrong
+    assert webhook.seen == []
+    assert webhook.request("POST", "/events", body, basic(b"pagemill:" + SECRET.encode()))[0] == 200
+    assert webhook.request("POST", "/events", body, basic(b"any-user:" + SECRET.encode()))[0] == 200
+    assert [ref.key for ref in webhook.seen] == ["in/ceph.pdf", "in/ceph.pdf"]
 
 
 def test_webhook_refuses_to_listen_openly_without_a_secret() -> None:

@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from pipeline.money import usd
+
 # The fields the samples' README scores, in report order.
 SCORED_FIELDS: tuple[str, ...] = (
     "invoice_number",
@@ -248,7 +250,7 @@ class Report:
                 | {"all": acc(self.accuracy(None, k))}
                 for k in self.kinds
             },
-            "cost_usd": str(self.total_cost_usd),
+            "cost_usd": usd(self.total_cost_usd),
             "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
             | {"all": self.seconds_per_page()},
             "docs": [
@@ -261,7 +263,7 @@ class Report:
                         n: {"expected": d.expected.get(n), "got": _predicted(d.prediction, n)}
                         for n in d.wrong
                     },
-                    "cost_usd": str(d.cost_usd),
+                    "cost_usd": usd(d.cost_usd),
                     "latency_s": round(d.latency_s, 3),
                     "error": d.error,
                 }
@@ -343,7 +345,7 @@ def format_report(report: Report) -> str:
                     sum(1 for v in d.scores.values() if v is not None),
                 )
             ),
-            f"{d.cost_usd:.4f}",
+            usd(d.cost_usd, 4),
             f"{d.latency_s:.2f}",
             d.error
             or ", ".join(
@@ -355,7 +357,7 @@ def format_report(report: Report) -> str:
     ]
     lines += _table(["doc", "kind", "pages", "correct", "cost $", "latency s", "wrong"], doc_rows)
     lines.append("")
-    lines.append(f"documents: {len(report.docs)}   total cost: ${report.total_cost_usd:.4f}")
+    lines.append(f"documents: {len(report.docs)}   total cost: ${usd(report.total_cost_usd, 4)}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -98,6 +98,20 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: Annotated[int, Field(ge=0, le=65535)] = 8087
     webhook_secret: SecretStr | None = None
+
+    # Operations: Prometheus metrics and logs.
+    # Workers, the launcher and the SQS intake serve /metrics on this port (0 = off). Every
+    # process of a worker (prefork children included) records into one multiprocess directory
+    # that the serving process owns: PAGEMILL_METRICS_DIR (emptied at start; one per serving
+    # process) or, unset, a private temporary directory removed at exit.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9808
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None
+    # How long a scrape reuses queue depths (Redis) and the oldest pending age (Postgres).
+    metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # "text" for people, "json" for log pipelines: one object per line, with document id,
+    # task id, stage and provider request id where known.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod

@@ -80,6 +80,10 @@ def _before_pool_start(instance: Any, **_: Any) -> None:
     # building clients is not (sockets and pools must not cross a fork), so that waits for the
     # process that runs the tasks. Only the extract stage calls the provider.
     _main_process["pid"] = os.getpid()
+    # Before the fork too: the pool processes inherit the metrics directory.
+    from workers import telemetry
+
+    telemetry.serve(get_settings(), "worker")
     if queues.EXTRACT in instance.app.amqp.queues.consume_from:
         from workers.runtime import import_provider_sdk
 
@@ -105,3 +109,39 @@ def _in_main_process(sender: Any, **_: Any) -> None:
         from workers.runtime import warm_up
 
         warm_up()
+
+
+# --- logging and metrics of every worker process ---------------------------------------------
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected, so Celery configures no logging of its own: its lines (worker, beat, task
+    # results) go through the same handler as ours, in PAGEMILL_LOG_FORMAT.
+    from pipeline import logs
+
+    logs.configure(get_settings().log_format, loglevel or "INFO")
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    # Set once per task; every line logged while it runs carries the id (and whatever the task
+    # adds: document id, stage, provider request id).
+    from pipeline import logs
+
+    logs.bind(task_id=task_id, document_id=None, stage=None, provider_request_id=None)
+
+
+@signals.task_postrun.connect
+def _task_ended(**_: Any) -> None:
+    from pipeline import logs
+
+    logs.bind(task_id=None, document_id=None, stage=None, provider_request_id=None)
+
+
+@signals.worker_process_shutdown.connect
+def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
+    # The child's live gauges (calls in flight) end with it; its counters stay in the sum.
+    from pipeline import metrics
+
+    metrics.process_exited(pid or os.getpid())

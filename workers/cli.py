@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.money import json_default, usd
 from pipeline.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(
@@ -53,14 +54,10 @@ def _die(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Third-party clients log request bodies and headers at DEBUG; keep them out of INFO logs.
-    for noisy in ("botocore", "boto3", "urllib3", "httpx", "anthropic", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _logging(settings: Settings, level: int | str = logging.INFO) -> None:
+    from pipeline import logs
+
+    logs.configure(settings.log_format, level)
 
 
 @app.command()
@@ -113,7 +110,7 @@ def extract(
         "data": result.data,
         "review_reasons": result.review_reasons,
         "grounding": result.grounding,
-        "cost_usd": str(meter.cost_usd),
+        "cost_usd": usd(meter.cost_usd),
         "calls": len(meter.calls),
         "input_tokens": sum(c.usage.total_input_tokens for c in meter.calls),
         "output_tokens": sum(c.usage.output_tokens for c in meter.calls),
@@ -155,7 +152,7 @@ def results(
                 if r.error_category and r.status == "failed"
                 else None
             ),
-            "cost_usd": str(r.cost_usd),
+            "cost_usd": usd(r.cost_usd),
             "calls": r.calls,
             "unpriced_calls": r.unpriced_calls,
         }
@@ -214,12 +211,12 @@ def _print_table(records: list[dict[str, Any]]) -> None:
             f"[{style}]{row['status']}[/]" if style else row["status"],
             *(str(row[name]) if row[name] is not None else "" for name in _TABLE_FIELDS),
             str(row["line_items"]),
-            f"{Decimal(row['cost_usd']):.6f}",
+            usd(row["cost_usd"], 6),
             row["error"],
         )
     console = Console(width=max(160, Console().width))
     console.print(table)
-    console.print(f"{len(records)} document(s), total cost ${total:.6f}")
+    console.print(f"{len(records)} document(s), total cost ${usd(total, 6)}")
 
 
 def _beat_schedule() -> Path:
@@ -253,12 +250,19 @@ def worker(
 
     settings = _settings()
     if queues_ is None and pool is None and concurrency is None:
-        from workers import launcher
+        from workers import launcher, telemetry
 
+        _logging(settings, loglevel.upper())
         stages = launcher.plan(
             settings.prepare_concurrency or os.cpu_count() or 1, settings.extract_concurrency
         )
-        raise typer.Exit(launcher.run(stages, loglevel=loglevel, beat=with_beat))
+        # One endpoint for both stage workers: they record into this process's directory
+        # (inherited PROMETHEUS_MULTIPROC_DIR) and serve nothing themselves.
+        telemetry.serve(settings, "worker")
+        code = launcher.run(
+            stages, loglevel=loglevel, beat=with_beat, env={"PAGEMILL_METRICS_PORT": "0"}
+        )
+        raise typer.Exit(code)
 
     size = concurrency or settings.worker_concurrency
     # What the worker runs at once sizes its broker and database connection pools: make the
@@ -299,11 +303,12 @@ def ingest(
     from pipeline.routing import configure_schemas
     from pipeline.storage import make_s3_client, make_sqs_client
     from pipeline.usecases.ingest import ingest_event_object
-    from workers import intake
+    from workers import intake, telemetry
     from workers.tasks.documents import enqueue_document
 
-    _logging(verbose)
     settings = _settings()
+    _logging(settings, logging.DEBUG if verbose else logging.INFO)
+    telemetry.serve(settings, "intake")
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     try:
         routes = configure_schemas(
@@ -460,7 +465,7 @@ def dlq_list(
     with _sessions(_settings())() as session:
         letters = list_letters(session, category=category, include_replayed=all_letters)
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps([asdict(x) for x in letters], default=str, indent=2))
+        typer.echo(json.dumps([asdict(x) for x in letters], default=json_default, indent=2))
         return
     if not letters:
         typer.echo("no dead letters")
@@ -482,7 +487,7 @@ def dlq_show(letter_id: Annotated[int, typer.Argument(help="Dead letter id.")]) 
         detail = show_letter(session, letter_id)
     if detail is None:
         _die(f"no dead letter {letter_id}")
-    typer.echo(json.dumps(detail, default=str, indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(detail, default=json_default, indent=2, ensure_ascii=False))
 
 
 @dlq.command("replay")

@@ -33,16 +33,28 @@ _context: dict[str, ContextVar[Any]] = {
 _NOISY = ("botocore", "boto3", "urllib3", "httpx", "httpcore", "anthropic", "openai", "s3transfer")
 
 
+def _known(values: Mapping[str, Any]) -> None:
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise TypeError(f"unknown log context field(s): {', '.join(sorted(unknown))}")
+
+
 def bind(**values: Any) -> None:
     """Set fields for the rest of this thread's (or asyncio task's) current work."""
+    _known(values)
     for name, value in values.items():
         _context[name].set(value)
 
 
 @contextmanager
 def bound(**values: Any) -> Iterator[None]:
-    """Set fields for the duration of a block (a task), restoring the previous values after."""
-    tokens = [(_context[name], _context[name].set(value)) for name, value in values.items()]
+    """Set fields for the duration of a block (a task); after it, every field is as it was
+    before, including those `bind` set inside the block."""
+    _known(values)
+    tokens = [
+        (var, var.set(values[name] if name in values else var.get()))
+        for name, var in _context.items()
+    ]
     try:
         yield
     finally:

@@ -22,7 +22,6 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,10 +187,13 @@ def calls_recorded(calls: Sequence[CallRecord]) -> None:
         ):
             if count:
                 metrics.tokens.labels(provider=provider, model=model, kind=kind).inc(count)
+        # Both series exist from a model's first call on (at 0), so that queries see zero.
+        unpriced = metrics.unpriced_calls.labels(provider=provider, model=model)
+        cost = metrics.cost.labels(provider=provider, model=model)
         if call.cost_usd is None:
-            metrics.unpriced_calls.labels(provider=provider, model=model).inc()
-        elif call.cost_usd > Decimal(0):
-            metrics.cost.labels(provider=provider, model=model).inc(float(call.cost_usd))
+            unpriced.inc()
+        else:
+            cost.inc(float(call.cost_usd))
 
 
 @contextmanager

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     reconcile_buckets: list[str] = Field(default_factory=list)
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 900.0
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
+    # A prefork process is replaced after this many tasks (unset: never); bounds the memory a
+    # long-lived process keeps after large renders.
+    worker_max_tasks_per_child: Annotated[int | None, Field(ge=1)] = None
     # The bare `pagemill worker` runs one worker per stage: prefork processes for the CPU stage
     # (unset: one per core) and threads for model calls (calls in flight, per process).
     prepare_concurrency: Annotated[int | None, Field(ge=1, le=256)] = None

@@ -28,6 +28,10 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        # A new pool process warms up (imports, database, SDK) before it reports for work;
+        # Celery's default 4 s wait for that report killed processes on a busy machine.
+        worker_proc_alive_timeout=30.0,
         task_default_queue=queues.PREPARE,
         task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
         task_time_limit=settings.task_time_limit_s,

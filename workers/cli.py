@@ -1,4 +1,4 @@
-"""The `pagemill` command line: migrate, ingest, worker, extract, results, demo."""
+"""The `pagemill` command line: migrate, ingest, worker, extract, results, status, demo."""
 
 from __future__ import annotations
 
@@ -217,6 +217,31 @@ def _print_table(records: list[dict[str, Any]]) -> None:
     console = Console(width=max(160, Console().width))
     console.print(table)
     console.print(f"{len(records)} document(s), total cost ${usd(total, 6)}")
+
+
+@app.command()
+def status(
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json (json implies --once).")
+    ] = OutputFormat.TABLE,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """The pipeline at a glance, live: queue depths, work in flight, pages/min, stage latency,
+    cost today and dead letters. `--once --format json` prints one snapshot for scripts."""
+    from workers.status import StatusUnavailable, run
+
+    if output_format is OutputFormat.CSV:
+        _die("status prints a table or json")
+    settings = _settings()
+    as_json = output_format is OutputFormat.JSON
+    try:
+        code = run(
+            settings, _sessions(settings), once=once or as_json, as_json=as_json, interval=interval
+        )
+    except StatusUnavailable as exc:
+        _die(f"cannot read the database: {exc}")
+    raise typer.Exit(code)
 
 
 def _beat_schedule() -> Path:

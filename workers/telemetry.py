@@ -51,7 +51,7 @@ class _Reading:
     oldest_pending_s: float | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # registries key collectors by identity
 class ScrapeTimeMetrics:
     """Gauges of shared state, read when Prometheus scrapes (at most every `cache_s`): each
     process that serves /metrics reports the same values, so dashboards take max() of them."""
@@ -104,28 +104,11 @@ class ScrapeTimeMetrics:
     def _queue_depths(self) -> dict[str, int] | None:
         import redis
 
-        names = (*queues.CONSUMED, queues.DEAD_LETTER)
-        client = redis.Redis.from_url(
-            self.broker_url,
-            socket_timeout=_SOURCE_TIMEOUT_S,
-            socket_connect_timeout=_SOURCE_TIMEOUT_S,
-        )
         try:
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                for step in _PRIORITY_STEPS:
-                    pipe.llen(f"{name}{_PRIORITY_SEPARATOR}{step}" if step else name)
-            counts = pipe.execute()
+            return queue_depths(self.broker_url)
         except redis.RedisError as exc:
             log.debug("queue depths unavailable: %s", exc)
             return None
-        finally:
-            client.close()
-        per_queue = len(_PRIORITY_STEPS)
-        return {
-            name: sum(int(n) for n in counts[i * per_queue : (i + 1) * per_queue])
-            for i, name in enumerate(names)
-        }
 
     def _oldest_pending(self) -> float | None:
         from sqlalchemy.exc import SQLAlchemyError
@@ -156,6 +139,29 @@ class ScrapeTimeMetrics:
                 },
             )
         return self._engine
+
+
+def queue_depths(broker_url: str) -> dict[str, int]:
+    """Messages waiting in each of our Celery queues (all priorities); raises RedisError."""
+    import redis
+
+    names = (*queues.CONSUMED, queues.DEAD_LETTER)
+    client = redis.Redis.from_url(
+        broker_url, socket_timeout=_SOURCE_TIMEOUT_S, socket_connect_timeout=_SOURCE_TIMEOUT_S
+    )
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            for step in _PRIORITY_STEPS:
+                pipe.llen(f"{name}{_PRIORITY_SEPARATOR}{step}" if step else name)
+        counts = pipe.execute()
+    finally:
+        client.close()
+    per_queue = len(_PRIORITY_STEPS)
+    return {
+        name: sum(int(n) for n in counts[i * per_queue : (i + 1) * per_queue])
+        for i, name in enumerate(names)
+    }
 
 
 def scrape_registry(settings: Settings) -> CollectorRegistry:

@@ -24,7 +24,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import Insert, insert
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
@@ -572,8 +571,9 @@ def add_dead_letter(
         .on_conflict_do_nothing(
             index_elements=["document_id"], index_where=text("replayed_at IS NULL")
         )
+        .returning(DeadLetter.id)
     )
-    if cast(CursorResult[Any], session.execute(stmt)).rowcount:
+    if session.execute(stmt).scalar_one_or_none() is not None:  # None: one was open already
         metrics.after_commit(session, metrics.dead_lettered, error.category.value)
 
 

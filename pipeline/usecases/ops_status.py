@@ -67,15 +67,12 @@ def snapshot(session: Session, *, window_min: int = 15) -> StatusSnapshot:
         if row.status == DocumentStatus.PROCESSING.value:
             snap.in_flight[row.stage] = snap.in_flight.get(row.stage, 0) + int(row.documents)
     snap.oldest_pending_age_s = oldest_pending_age_s(session)
-    # Finished documents by the minute: the same rows ops_throughput_hourly counts, read
-    # directly because the view is by the hour.
+    # The rows ops_throughput_hourly counts, read directly: the view is by the hour.
     recent = session.execute(
         text(
             "SELECT count(*) AS documents, COALESCE(sum(page_count), 0) AS pages"
-            " FROM documents WHERE status = ANY(:final)"
-            # updated_at (indexed with status) is never before finished_at: it narrows the scan
-            " AND updated_at >= now() - make_interval(mins => :m)"
-            " AND finished_at >= now() - make_interval(mins => :m)"
+            " FROM documents WHERE finished_at >= now() - make_interval(mins => :m)"
+            " AND status = ANY(:final)"
         ),
         {"m": window_min, "final": _FINAL},
     ).one()
@@ -83,9 +80,11 @@ def snapshot(session: Session, *, window_min: int = 15) -> StatusSnapshot:
     snap.pages_per_minute = int(recent.pages) / window_min
     for row in session.execute(
         text(
-            "SELECT status, sum(documents) AS documents FROM ops_throughput_hourly"
-            " WHERE hour >= date_trunc('hour', now()) - interval '1 hour' GROUP BY status"
-        )
+            "SELECT status, count(*) AS documents FROM documents"
+            " WHERE finished_at >= now() - interval '1 hour' AND status = ANY(:final)"
+            " GROUP BY status"
+        ),
+        {"final": _FINAL},
     ):
         snap.finished_last_hour[row.status] = int(row.documents)
     snap.stage_latency = [
@@ -103,7 +102,8 @@ def snapshot(session: Session, *, window_min: int = 15) -> StatusSnapshot:
     for row in session.execute(
         text(
             "SELECT provider, model, sum(cost_usd) AS cost, sum(unpriced_calls) AS unpriced"
-            " FROM ops_cost_daily WHERE day = (now() AT TIME ZONE 'UTC')::date"
+            " FROM ops_cost_daily"
+            " WHERE day = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
             " GROUP BY provider, model ORDER BY provider, model"
         )
     ):

@@ -15,6 +15,7 @@ from pipeline import storage
 from pipeline.domain import ObjectRef
 from pipeline.errors import PipelineError
 from pipeline.pages import Limits, open_document
+from pipeline.schemas import get_schema
 
 PAGE_SIZE = 50
 
@@ -212,6 +213,15 @@ def _rows(session: Session, sql: str, **params: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in session.execute(text(sql), params).mappings()]
 
 
+def _field_order(schema_name: str) -> dict[str, int]:
+    """Top-level fields in the schema's order (JSONB keeps no key order)."""
+    try:
+        model = get_schema(schema_name).model
+    except PipelineError:
+        return {}
+    return {name: n for n, name in enumerate(model.model_fields)}
+
+
 def load_document(
     session: Session, document_id: int, doubtful: set[str] | None = None
 ) -> DocumentDetail | None:
@@ -276,6 +286,8 @@ def load_document(
                     "doubtful": path in doubtful,
                 }
             )
+    order = _field_order(doc["schema_name"])
+    fields.sort(key=lambda f: order.get(re.split(r"[.\[]", f["path"], maxsplit=1)[0], len(order)))
     calls = _rows(
         session,
         """

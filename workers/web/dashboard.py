@@ -111,7 +111,9 @@ def render(
         request=request,
         csrf_field=CSRF_FIELD,
         csrf=csrf_token(request),
-        login_required=request.app.state.access.token is not None,
+        # Logging out only makes sense with a token, once logged in.
+        show_logout=request.app.state.access.token is not None
+        and request.app.state.access.allowed(request),
         refresh=context.pop("refresh", None),
         refresh_s=parts.refresh_s,
         **context,

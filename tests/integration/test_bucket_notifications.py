@@ -2,7 +2,8 @@
 
 Objects with awkward keys are uploaded, S3 puts notifications on SQS, and `consume_sqs` must
 hand over the decoded keys with their ETags, skip the ``s3:TestEvent``, leave failed messages for
-redelivery and delete malformed ones. The webhook (the ASGI app, served by uvicorn) is exercised over real HTTP.
+redelivery and delete malformed ones. The webhook (the ASGI app, served by uvicorn) is exercised
+over real HTTP.
 """
 
 from __future__ import annotations

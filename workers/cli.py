@@ -648,7 +648,15 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="Leave the started services running.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            "--keep",
+            help="Afterwards keep the pipeline running and serve the dashboard "
+            "(PAGEMILL_WEB_PORT, default http://127.0.0.1:8080/) until Ctrl-C.",
+        ),
+    ] = False,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for results.")] = 300,
 ) -> None:
     """Run the whole pipeline on generated demo documents and print the results table."""

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     webhook_port: Annotated[int, Field(ge=0, le=65535)] = 8087
     webhook_secret: SecretStr | None = None
 
+    # `pagemill web`: dashboard, webhook, health and metrics. Bound anywhere but a loopback
+    # address it refuses to start without a token (sent as a Bearer header or typed once into
+    # the login page).
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    web_token: SecretStr | None = None
+    web_refresh_s: Annotated[int, Field(ge=0, le=3600)] = 15  # dashboard auto-refresh; 0 = off
+
     # Operations: Prometheus metrics and logs.
     # Workers, the launcher and the SQS intake serve /metrics on this port (0 = off). Every
     # process of a worker (prefork children included) records into one multiprocess directory

@@ -323,56 +323,23 @@ def ingest(
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Turn bucket events into documents and enqueue them (SQS queue or webhook)."""
-    from pipeline.db.session import make_engine, make_session_factory
-    from pipeline.domain import ObjectRef
-    from pipeline.routing import configure_schemas
-    from pipeline.storage import make_s3_client, make_sqs_client
-    from pipeline.usecases.ingest import ingest_event_object
-    from workers import intake, telemetry
-    from workers.tasks.documents import enqueue_document
-
     settings = _settings()
     _logging(settings, logging.DEBUG if verbose else logging.INFO)
+    if webhook:
+        _serve(settings, settings.webhook_host, settings.webhook_port, dashboard=False)
+        return
+    from pipeline.db.session import make_engine, make_session_factory
+    from pipeline.storage import make_s3_client, make_sqs_client
+    from workers import intake, telemetry
+    from workers.web.wiring import ingest_handle
+
     telemetry.serve(settings, "intake")
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     try:
-        routes = configure_schemas(
-            settings.user_schemas, settings.schema_routes, settings.schema_name
-        )
+        handle = ingest_handle(settings, sessions, make_s3_client(settings))
     except PipelineError as exc:
         _die(str(exc))
-    s3 = make_s3_client(settings)
-
-    def handle(ref: ObjectRef) -> None:
-        ingest_event_object(
-            sessions,
-            s3,
-            ref,
-            routes=routes,
-            default_schema=settings.schema_name,
-            provider=settings.default_provider,
-            read_metadata=settings.schema_from_metadata,
-            enqueue=enqueue_document,
-        )
-
     stop = threading.Event()
-    if webhook:
-        secret = settings.webhook_secret
-        if secret is None:
-            _die("set PAGEMILL_WEBHOOK_SECRET: the webhook only accepts signed requests")
-        server = intake.make_webhook_server(
-            settings.webhook_host,
-            settings.webhook_port,
-            secret.get_secret_value(),
-            handle,
-        )
-        host, port = server.server_address[:2]
-        typer.echo(f"webhook listening on http://{host!s}:{port}/events", err=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            server.shutdown()
-        return
     url = queue_url or settings.sqs_queue_url
     if url is None:
         _die("no queue: pass --queue-url or set PAGEMILL_SQS_QUEUE_URL (or use --webhook)")
@@ -386,6 +353,46 @@ def ingest(
         )
     except KeyboardInterrupt:
         stop.set()
+
+
+def _serve(settings: Settings, host: str, port: int, *, dashboard: bool) -> None:
+    """Serve the ASGI app in the foreground until SIGINT/SIGTERM."""
+    from workers.web.server import Served
+    from workers.web.wiring import build_app
+
+    try:
+        web_app = build_app(
+            settings, host, dashboard=dashboard, require_webhook_secret=not dashboard
+        )
+        served = Served(web_app, host, port)
+    except PipelineError as exc:
+        _die(exc.message)
+    what = "dashboard" if dashboard else "webhook"
+    path = "/" if dashboard else "/events"
+    typer.echo(f"{what} listening on {served.url}{path}", err=True)
+    served.serve_forever()
+
+
+@app.command()
+def web(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default PAGEMILL_WEB_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default PAGEMILL_WEB_PORT, 8080).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Serve the dashboard, the bucket-event webhook, /healthz, /readyz and /metrics.
+    Listens on 127.0.0.1:8080 by default; anywhere else it needs PAGEMILL_WEB_TOKEN."""
+    settings = _settings()
+    _logging(settings, logging.DEBUG if verbose else logging.INFO)
+    _serve(
+        settings,
+        host or settings.web_host,
+        settings.web_port if port is None else port,
+        dashboard=True,
+    )
 
 
 @app.command("eval")
@@ -432,12 +439,23 @@ def evaluate_dir(
         typer.echo(f"report written to {out}")
 
 
-@app.command()
+review_app = typer.Typer(
+    help="Documents whose values broke a business rule or were not found on the page; "
+    "`review export DIR` writes reviewed documents as ground truth for `pagemill eval`.",
+    invoke_without_command=True,
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback()
 def review(
+    ctx: typer.Context,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
     limit: Annotated[int, typer.Option(min=1)] = 100,
 ) -> None:
-    """Documents whose values broke a business rule or were not found on the page."""
+    """Documents waiting for review (review them in `pagemill web`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sqlalchemy import select
 
     from pipeline.db.models import Document, Extraction
@@ -464,6 +482,47 @@ def review(
         typer.echo(f"{record['document_id']:>6}  {record['bucket']}/{record['key']}")
         for reason in record["reasons"]:
             typer.echo(f"        - {reason}")
+
+
+@review_app.command("export")
+def review_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write docs/ and gt/ into.")],
+    since: Annotated[
+        str | None, typer.Option(help="Only documents reviewed since (ISO date or time).")
+    ] = None,
+) -> None:
+    """Write reviewed documents (their file and the reviewed values) as ground truth in the
+    layout `pagemill eval DIR` reads: DIR/docs/NAME and DIR/gt/NAME.json."""
+    from datetime import UTC, datetime
+
+    from pipeline.storage import make_s3_client
+    from pipeline.usecases.review import export_ground_truth, reviewed_cases
+
+    settings = _settings()
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            _die(f"--since {since!r} is not an ISO date or time")
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    with _sessions(settings)() as session:
+        cases = reviewed_cases(session, since=start)
+
+    def write(name: str, data: bytes) -> None:
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    result = export_ground_truth(
+        cases, make_s3_client(settings), write, max_bytes=settings.max_file_bytes
+    )
+    for name, why in result.skipped.items():
+        typer.echo(f"skipped {name}: {why}", err=True)
+    typer.echo(f"{len(result.exported)} reviewed document(s) written to {directory}")
+    if result.exported:
+        typer.echo(f"score an extractor on them: pagemill eval {directory}")
 
 
 def _sessions(settings: Settings) -> Any:
@@ -619,7 +678,15 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="Leave the started services running.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            "--keep",
+            help="Afterwards keep the pipeline running and serve the dashboard "
+            "(PAGEMILL_WEB_PORT, default http://127.0.0.1:8080/) until Ctrl-C.",
+        ),
+    ] = False,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for results.")] = 300,
 ) -> None:
     """Run the whole pipeline on generated demo documents and print the results table."""

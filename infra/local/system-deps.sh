@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the pipeline needs at run time (OCR) and the tests use (compose validation).
+# Debian packages the pipeline needs at run time (OCR) and the tests use (compose validation,
+# the dashboard's browser tests).
 set -euo pipefail
 need=()
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
@@ -8,6 +9,8 @@ for lang in deu fra nld; do
     || need+=("tesseract-ocr-$lang")
 done
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one here).
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -124,7 +124,14 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # results) go through the same handler as ours, in PAGEMILL_LOG_FORMAT.
     from pipeline import logs
 
-    logs.configure(get_settings().log_format, loglevel or "INFO")
+    log_format = get_settings().log_format
+    logs.configure(log_format, loglevel or "INFO")
+    if log_format == "json":
+        # Celery writes its shutdown notices from the signal handler straight to the terminal
+        # (not through logging, which is unsafe there); write them as JSON lines instead.
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = logs.say_as_json  # type: ignore[attr-defined]
 
 
 @signals.task_prerun.connect

@@ -244,6 +244,11 @@ def status(
     raise typer.Exit(code)
 
 
+def _celery_quiet(settings: Settings) -> list[str]:
+    # Celery prints a banner to stdout at start; with JSON logs every line must be JSON.
+    return ["--quiet"] if settings.log_format == "json" else []
+
+
 def _beat_schedule() -> Path:
     # Beat's own state file; the schedule itself is in code, so losing it only re-runs a sweep.
     return Path(tempfile.gettempdir()) / f"pagemill-beat-{os.getpid()}"
@@ -289,6 +294,8 @@ def worker(
         )
         raise typer.Exit(code)
 
+    # Before Celery starts: it warns (running as root, …) before it configures logging.
+    _logging(settings, loglevel.upper())
     size = concurrency or settings.worker_concurrency
     # What the worker runs at once sizes its broker and database connection pools: make the
     # flag the setting for this process and the pool processes it forks.
@@ -298,8 +305,9 @@ def worker(
     from workers.app import size_broker_pool
 
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
-    celery_app.worker_main(
+    celery_app.start(
         [
+            *_celery_quiet(settings),
             "worker",
             f"--concurrency={size}",
             f"--pool={pool or 'prefork'}",
@@ -369,7 +377,7 @@ def _serve(settings: Settings, host: str, port: int, *, dashboard: bool) -> None
         _die(exc.message)
     what = "dashboard" if dashboard else "webhook"
     path = "/" if dashboard else "/events"
-    typer.echo(f"{what} listening on {served.url}{path}", err=True)
+    logging.getLogger("pagemill.web").info("%s listening on %s%s", what, served.url, path)
     served.serve_forever()
 
 
@@ -673,7 +681,16 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     """Run the scheduler for the periodic sweep and reconciliation (run exactly one)."""
     from workers.app import app as celery_app
 
-    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={_beat_schedule()}"])
+    settings = _settings()
+    _logging(settings, loglevel.upper())
+    celery_app.start(
+        [
+            *_celery_quiet(settings),
+            "beat",
+            f"--loglevel={loglevel}",
+            f"--schedule={_beat_schedule()}",
+        ]
+    )
 
 
 @app.command()

@@ -102,22 +102,32 @@ def test_promql_counts_what_the_pipeline_did(
         "PAGEMILL_METRICS_DIR": str(directory),
         "PAGEMILL_METRICS_CACHE_S": "0.5",
     }
-    prometheus = Prometheus(tmp_path / "prometheus", {"pagemill-worker": [f"127.0.0.1:{port}"]})
+    web_port = free_port()
+    prometheus = Prometheus(
+        tmp_path / "prometheus",
+        {
+            "pagemill-worker": [f"127.0.0.1:{port}"],
+            "pagemill-web": [f"127.0.0.1:{web_port}"],
+        },
+    )
     worker = devstack.spawn(
         "worker",
         ["worker", "--queues", "prepare,extract", "--pool", "prefork", "--concurrency", "2"],
         env,
         tmp_path,
     )
+    web = devstack.spawn("web", ["web", "--port", str(web_port)], env, tmp_path)
     try:
         prometheus.start()
 
         def target_up() -> bool:
             assert worker.alive(), worker.tail(40)
-            return all(prometheus.targets_up().values())
+            assert web.alive(), web.tail(40)
+            up = prometheus.targets_up()
+            return len(up) == 2 and all(up.values())
 
         started = time.monotonic()
-        wait_for(target_up, 60, "the worker's metrics port")
+        wait_for(target_up, 60, "the worker's metrics port and the web server's /metrics")
         print(f"metrics port up after {time.monotonic() - started:.1f} s")
 
         uploads: list[tuple[str, bytes, str]] = [
@@ -189,6 +199,9 @@ def test_promql_counts_what_the_pipeline_did(
         assert prometheus.values('sum(pagemill_model_call_seconds_count{outcome="error"})') == {
             (): 1.0
         }
+        # Both targets report the shared gauges (dashboards take the max).
+        jobs = prometheus.values("count by (job) (pagemill_queue_depth)")
+        assert set(jobs) == {(("job", "pagemill-web"),), (("job", "pagemill-worker"),)}
         queues = prometheus.values("max by (queue) (pagemill_queue_depth)")
         assert {dict(labels)["queue"] for labels in queues} >= {"prepare", "extract"}
         work = 'sum(pagemill_queue_depth{queue=~"prepare|extract"})'
@@ -214,6 +227,7 @@ def test_promql_counts_what_the_pipeline_did(
 
         # Every metric the dashboards name is in a real scrape, and every query runs.
         exposition = scrape(f"http://127.0.0.1:{port}/metrics")
+        exposition += scrape(f"http://127.0.0.1:{web_port}/metrics")
         exposed = set(re.findall(r"^(pagemill_\w+?)(?:\{| )", exposition, re.M))
         queries = dashboard_queries()
         named = {name for q in queries for name in re.findall(r"\bpagemill_\w+", q)}
@@ -225,5 +239,6 @@ def test_promql_counts_what_the_pipeline_did(
             prometheus.query(runnable)  # raises with Prometheus's parse error
     finally:
         prometheus.stop()
+        web.stop()
         worker.stop()
         print(f"--- worker ---\n{worker.tail(60)}")

@@ -118,6 +118,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def _with_fields(line: str, record: logging.LogRecord) -> str:
+    fields = [
+        f"{name}={value}" for name in FIELDS if (value := getattr(record, name, None)) is not None
+    ]
+    if not fields:
+        return line
+    head, sep, rest = line.partition("\n")  # keep a traceback below the fields
+    return f"{head} [{' '.join(fields)}]{sep}{rest}"
+
+
 class TextFormatter(logging.Formatter):
     """The usual one-line format, with the known context fields appended as key=value."""
 
@@ -125,16 +135,27 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = [
-            f"{name}={value}"
-            for name in FIELDS
-            if (value := getattr(record, name, None)) is not None
-        ]
-        if not fields:
-            return line
-        head, sep, rest = line.partition("\n")  # keep a traceback below the fields
-        return f"{head} [{' '.join(fields)}]{sep}{rest}"
+        return _with_fields(super().format(record), record)
+
+
+class _WithContext(logging.Formatter):
+    """Another formatter's line with the context fields appended (for Celery's text format)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _with_fields(self.inner.format(record), record)
+
+
+def append_context(handler: logging.Handler) -> None:
+    """Make `handler` append the context fields to its lines (idempotent)."""
+    if not any(isinstance(f, ContextFilter) for f in handler.filters):
+        handler.addFilter(ContextFilter())
+    formatter = handler.formatter or logging.Formatter()
+    if not isinstance(formatter, _WithContext):
+        handler.setFormatter(_WithContext(formatter))
 
 
 def configure(log_format: Literal["text", "json"], level: int | str = logging.INFO) -> None:

@@ -6,6 +6,7 @@ instead of in their first task; see the signal handlers at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -118,20 +119,33 @@ def _in_main_process(sender: Any, **_: Any) -> None:
 # --- logging and metrics of every worker process ---------------------------------------------
 
 
-@signals.setup_logging.connect
-def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
-    # Connected, so Celery configures no logging of its own: its lines (worker, beat, task
-    # results) go through the same handler as ours, in PAGEMILL_LOG_FORMAT.
+def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected (JSON only), Celery configures no logging of its own: its lines (worker, beat,
+    # task results) go through our handler, one JSON object per line.
     from pipeline import logs
 
-    log_format = get_settings().log_format
-    logs.configure(log_format, loglevel or "INFO")
-    if log_format == "json":
-        # Celery writes its shutdown notices from the signal handler straight to the terminal
-        # (not through logging, which is unsafe there); write them as JSON lines instead.
-        import celery.apps.worker
+    logs.configure("json", loglevel or "INFO")
+    # Celery writes its shutdown notices from the signal handler straight to the terminal (not
+    # through logging, which is unsafe there); write them as JSON lines instead.
+    import celery.apps.worker
 
-        celery.apps.worker.safe_say = logs.say_as_json  # type: ignore[attr-defined]
+    celery.apps.worker.safe_say = logs.say_as_json  # type: ignore[attr-defined]
+
+
+def _context_on_celery_lines(logger: logging.Logger, **_: Any) -> None:
+    # Text logs keep Celery's own format (people and scripts read it); the context fields of
+    # the work are appended to each line.
+    from pipeline import logs
+
+    for handler in logger.handlers:
+        logs.append_context(handler)
+
+
+if get_settings().log_format == "json":
+    signals.setup_logging.connect(_json_logging, weak=False)
+else:
+    signals.after_setup_logger.connect(_context_on_celery_lines, weak=False)
+    signals.after_setup_task_logger.connect(_context_on_celery_lines, weak=False)
 
 
 @signals.task_prerun.connect

@@ -294,8 +294,9 @@ def worker(
         )
         raise typer.Exit(code)
 
-    # Before Celery starts: it warns (running as root, …) before it configures logging.
-    _logging(settings, loglevel.upper())
+    if settings.log_format == "json":
+        # Before Celery starts: it warns (running as root, …) before it configures logging.
+        _logging(settings, loglevel.upper())
     size = concurrency or settings.worker_concurrency
     # What the worker runs at once sizes its broker and database connection pools: make the
     # flag the setting for this process and the pool processes it forks.
@@ -682,7 +683,8 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     from workers.app import app as celery_app
 
     settings = _settings()
-    _logging(settings, loglevel.upper())
+    if settings.log_format == "json":
+        _logging(settings, loglevel.upper())  # before Celery's own first warnings
     celery_app.start(
         [
             *_celery_quiet(settings),

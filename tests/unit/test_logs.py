@@ -109,3 +109,23 @@ def test_text_lines_append_the_known_fields() -> None:
         logs.ContextFilter().filter(record)
     text = logs.TextFormatter().format(record)
     assert text.endswith("pagemill.x: done [document_id=3]")
+
+
+def test_celery_text_lines_keep_their_format_and_gain_the_fields() -> None:
+    # Celery's own text format (scripts and the fault tests read it) with the fields appended.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(levelname)s/%(processName)s] %(message)s"))
+    logs.append_context(handler)
+    logs.append_context(handler)  # idempotent: one filter, one suffix
+    logger = logging.getLogger("pagemill.test.celery")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with logs.bound(task_id="t-9", stage="prepare"):
+            logger.warning("Scheduler: Sending due task sweep")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == (
+        "[WARNING/MainProcess] Scheduler: Sending due task sweep [task_id=t-9 stage=prepare]\n"
+    )

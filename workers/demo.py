@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -153,6 +154,13 @@ def _keep_running(settings: Settings, processes: list[devstack.Process], console
         console.print(f"[yellow]{exc.message}; using a free port instead[/]")
         served = Served(app, settings.web_host, 0)
     served.start()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A supervisor's TERM stops everything too, like Ctrl-C (the processes run in their own
+    # sessions and would outlive us otherwise).
+    signal.signal(signal.SIGTERM, interrupt)
     console.print(f"dashboard: [bold]{served.url}/[/]")
     if settings.s3_endpoint_url:
         console.print(f"S3 (and SQS) at {settings.s3_endpoint_url}")

@@ -306,7 +306,7 @@ def worker(
     from workers.app import size_broker_pool
 
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
-    celery_app.start(
+    celery_app.worker_main(
         [
             *_celery_quiet(settings),
             "worker",

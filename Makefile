@@ -56,7 +56,7 @@ services:
 	@bash infra/local/ensure-services.sh
 
 demo: setup
-	$(PAGEMILL) demo
+	$(PAGEMILL) demo $(if $(KEEP),--keep-running)
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from pipeline.money import usd
+
 # The fields the samples' README scores, in report order.
 SCORED_FIELDS: tuple[str, ...] = (
     "invoice_number",
@@ -269,7 +271,7 @@ class Report:
                 | {"all": acc(self.accuracy(read_by=r))}
                 for r in self.readers
             },
-            "cost_usd": str(self.total_cost_usd),
+            "cost_usd": usd(self.total_cost_usd),
             "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
             | {"all": self.seconds_per_page()},
             "docs": [
@@ -283,7 +285,7 @@ class Report:
                         for n in d.wrong
                     },
                     "read_by": d.read_by,
-                    "cost_usd": str(d.cost_usd),
+                    "cost_usd": usd(d.cost_usd),
                     "latency_s": round(d.latency_s, 3),
                     "error": d.error,
                 }
@@ -371,7 +373,7 @@ def format_report(report: Report) -> str:
                     sum(1 for v in d.scores.values() if v is not None),
                 )
             ),
-            f"{d.cost_usd:.4f}",
+            usd(d.cost_usd, 4),
             f"{d.latency_s:.2f}",
             d.error
             or ", ".join(
@@ -385,7 +387,7 @@ def format_report(report: Report) -> str:
         ["doc", "kind", "pages", "read by", "correct", "cost $", "latency s", "wrong"], doc_rows
     )
     lines.append("")
-    lines.append(f"documents: {len(report.docs)}   total cost: ${report.total_cost_usd:.4f}")
+    lines.append(f"documents: {len(report.docs)}   total cost: ${usd(report.total_cost_usd, 4)}")
     for reader in report.readers:
         count = sum(1 for d in report.docs if d.read_by == reader)
         lines.append(

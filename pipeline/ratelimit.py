@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import redis
 
+from pipeline import metrics
 from pipeline.domain import PageContent, Usage
 from pipeline.errors import ErrorCategory, TransientError
 
@@ -441,6 +442,7 @@ class RedisRateLimiter:
                     # Nobody knows when a slot frees; slots that did not turn over while we
                     # waited are unlikely to do so much sooner.
                     suggested = max(suggested, self._max_wait_s, self._poll_s)
+                metrics.rate_limit_waited(provider, time.monotonic() - started)
                 raise TransientError(
                     ErrorCategory.PROVIDER_RATE_LIMITED,
                     f"{provider}:{model} over its shared rate limit ({_text(reasons)}); "
@@ -521,6 +523,7 @@ def limited(
     backs off, not only the one that was told.
     """
     permit = limiter.acquire(provider, model, est_input_tokens, est_output_tokens)
+    metrics.rate_limit_waited(provider, permit.waited_s)
     try:
         yield permit
     except TransientError as exc:

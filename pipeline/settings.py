@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     reconcile_buckets: list[str] = Field(default_factory=list)
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 900.0
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
+    # A prefork process is replaced after this many tasks (unset: never); bounds the memory a
+    # long-lived process keeps after large renders.
+    worker_max_tasks_per_child: Annotated[int | None, Field(ge=1)] = None
     # The bare `pagemill worker` runs one worker per stage: prefork processes for the CPU stage
     # (unset: one per core) and threads for model calls (calls in flight, per process).
     prepare_concurrency: Annotated[int | None, Field(ge=1, le=256)] = None
@@ -103,6 +106,28 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: Annotated[int, Field(ge=0, le=65535)] = 8087
     webhook_secret: SecretStr | None = None
+
+    # `pagemill web`: dashboard, webhook, health and metrics. Bound anywhere but a loopback
+    # address it refuses to start without a token (sent as a Bearer header or typed once into
+    # the login page).
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    web_token: SecretStr | None = None
+    web_refresh_s: Annotated[int, Field(ge=0, le=3600)] = 15  # dashboard auto-refresh; 0 = off
+
+    # Operations: Prometheus metrics and logs.
+    # Workers, the launcher and the SQS intake serve /metrics on this port (0 = off). Every
+    # process of a worker (prefork children included) records into one multiprocess directory
+    # that the serving process owns: PAGEMILL_METRICS_DIR (emptied at start; one per serving
+    # process) or, unset, a private temporary directory removed at exit.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9808
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None
+    # How long a scrape reuses queue depths (Redis) and the oldest pending age (Postgres).
+    metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # "text" for people, "json" for log pipelines: one object per line, with document id,
+    # task id, stage and provider request id where known.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod

@@ -17,6 +17,8 @@ TEST_DATABASE_URL = os.environ.get(
 TEST_BROKER_URL = os.environ.get("PAGEMILL_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ["PAGEMILL_DATABASE_URL"] = TEST_DATABASE_URL
 os.environ["PAGEMILL_BROKER_URL"] = TEST_BROKER_URL
+# Processes the tests start serve no metrics unless a test asks (helpers share this machine).
+os.environ["PAGEMILL_METRICS_PORT"] = "0"
 for _name in ("PAGEMILL_PROVIDER", "PAGEMILL_ANTHROPIC_API_KEY", "PAGEMILL_S3_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 

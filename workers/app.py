@@ -6,6 +6,7 @@ instead of in their first task; see the signal handlers at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -28,6 +29,10 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        # A new pool process warms up (imports, database, SDK) before it reports for work;
+        # Celery's default 4 s wait for that report killed processes on a busy machine.
+        worker_proc_alive_timeout=30.0,
         task_default_queue=queues.PREPARE,
         task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
         task_time_limit=settings.task_time_limit_s,
@@ -80,6 +85,10 @@ def _before_pool_start(instance: Any, **_: Any) -> None:
     # building clients is not (sockets and pools must not cross a fork), so that waits for the
     # process that runs the tasks. Only the extract stage calls the provider.
     _main_process["pid"] = os.getpid()
+    # Before the fork too: the pool processes inherit the metrics directory.
+    from workers import telemetry
+
+    telemetry.serve(get_settings(), "worker")
     if queues.EXTRACT in instance.app.amqp.queues.consume_from:
         from workers.runtime import import_provider_sdk
 
@@ -105,3 +114,59 @@ def _in_main_process(sender: Any, **_: Any) -> None:
         from workers.runtime import warm_up
 
         warm_up()
+
+
+# --- logging and metrics of every worker process ---------------------------------------------
+
+
+def _json_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected (JSON only), Celery configures no logging of its own: its lines (worker, beat,
+    # task results) go through our handler, one JSON object per line.
+    from pipeline import logs
+
+    logs.configure("json", loglevel or "INFO")
+    # Celery writes its shutdown notices from the signal handler straight to the terminal (not
+    # through logging, which is unsafe there); write them as JSON lines instead.
+    import celery.apps.worker
+
+    celery.apps.worker.safe_say = logs.say_as_json  # type: ignore[attr-defined]
+
+
+def _context_on_celery_lines(logger: logging.Logger, **_: Any) -> None:
+    # Text logs keep Celery's own format (people and scripts read it); the context fields of
+    # the work are appended to each line.
+    from pipeline import logs
+
+    for handler in logger.handlers:
+        logs.append_context(handler)
+
+
+if get_settings().log_format == "json":
+    signals.setup_logging.connect(_json_logging, weak=False)
+else:
+    signals.after_setup_logger.connect(_context_on_celery_lines, weak=False)
+    signals.after_setup_task_logger.connect(_context_on_celery_lines, weak=False)
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    # Set once per task; every line logged while it runs carries the id (and whatever the task
+    # adds: document id, stage, provider request id).
+    from pipeline import logs
+
+    logs.bind(task_id=task_id, document_id=None, stage=None, provider_request_id=None)
+
+
+@signals.task_postrun.connect
+def _task_ended(**_: Any) -> None:
+    from pipeline import logs
+
+    logs.bind(task_id=None, document_id=None, stage=None, provider_request_id=None)
+
+
+@signals.worker_process_shutdown.connect
+def _pool_process_exits(pid: int | None = None, **_: Any) -> None:
+    # The child's live gauges (calls in flight) end with it; its counters stay in the sum.
+    from pipeline import metrics
+
+    metrics.process_exited(pid or os.getpid())

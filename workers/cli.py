@@ -1,4 +1,4 @@
-"""The `pagemill` command line: migrate, ingest, worker, extract, results, demo."""
+"""The `pagemill` command line: migrate, ingest, worker, extract, results, status, demo."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.money import json_default, usd
 from pipeline.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(
@@ -55,14 +56,10 @@ def _die(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Third-party clients log request bodies and headers at DEBUG; keep them out of INFO logs.
-    for noisy in ("botocore", "boto3", "urllib3", "httpx", "anthropic", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _logging(settings: Settings, level: int | str = logging.INFO) -> None:
+    from pipeline import logs
+
+    logs.configure(settings.log_format, level)
 
 
 @app.command()
@@ -115,7 +112,7 @@ def extract(
         "data": result.data,
         "review_reasons": result.review_reasons,
         "grounding": result.grounding,
-        "cost_usd": str(meter.cost_usd),
+        "cost_usd": usd(meter.cost_usd),
         "calls": len(meter.calls),
         "input_tokens": sum(c.usage.total_input_tokens for c in meter.calls),
         "output_tokens": sum(c.usage.output_tokens for c in meter.calls),
@@ -157,7 +154,7 @@ def results(
                 if r.error_category and r.status == "failed"
                 else None
             ),
-            "cost_usd": str(r.cost_usd),
+            "cost_usd": usd(r.cost_usd),
             "calls": r.calls,
             "unpriced_calls": r.unpriced_calls,
         }
@@ -216,12 +213,42 @@ def _print_table(records: list[dict[str, Any]]) -> None:
             f"[{style}]{row['status']}[/]" if style else row["status"],
             *(str(row[name]) if row[name] is not None else "" for name in _TABLE_FIELDS),
             str(row["line_items"]),
-            f"{Decimal(row['cost_usd']):.6f}",
+            usd(row["cost_usd"], 6),
             row["error"],
         )
     console = Console(width=max(160, Console().width))
     console.print(table)
-    console.print(f"{len(records)} document(s), total cost ${total:.6f}")
+    console.print(f"{len(records)} document(s), total cost ${usd(total, 6)}")
+
+
+@app.command()
+def status(
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json (json implies --once).")
+    ] = OutputFormat.TABLE,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """The pipeline at a glance, live: queue depths, work in flight, pages/min, stage latency,
+    cost today and dead letters. `--once --format json` prints one snapshot for scripts."""
+    from workers.status import StatusUnavailable, run
+
+    if output_format is OutputFormat.CSV:
+        _die("status prints a table or json")
+    settings = _settings()
+    as_json = output_format is OutputFormat.JSON
+    try:
+        code = run(
+            settings, _sessions(settings), once=once or as_json, as_json=as_json, interval=interval
+        )
+    except StatusUnavailable as exc:
+        _die(f"cannot read the database: {exc}")
+    raise typer.Exit(code)
+
+
+def _celery_quiet(settings: Settings) -> list[str]:
+    # Celery prints a banner to stdout at start; with JSON logs every line must be JSON.
+    return ["--quiet"] if settings.log_format == "json" else []
 
 
 def _beat_schedule() -> Path:
@@ -255,13 +282,23 @@ def worker(
 
     settings = _settings()
     if queues_ is None and pool is None and concurrency is None:
-        from workers import launcher
+        from workers import launcher, telemetry
 
+        _logging(settings, loglevel.upper())
         stages = launcher.plan(
             settings.prepare_concurrency or os.cpu_count() or 1, settings.extract_concurrency
         )
-        raise typer.Exit(launcher.run(stages, loglevel=loglevel, beat=with_beat))
+        # One endpoint for both stage workers: they record into this process's directory
+        # (inherited PROMETHEUS_MULTIPROC_DIR) and serve nothing themselves.
+        telemetry.serve(settings, "worker")
+        code = launcher.run(
+            stages, loglevel=loglevel, beat=with_beat, env={"PAGEMILL_METRICS_PORT": "0"}
+        )
+        raise typer.Exit(code)
 
+    if settings.log_format == "json":
+        # Before Celery starts: it warns (running as root, …) before it configures logging.
+        _logging(settings, loglevel.upper())
     size = concurrency or settings.worker_concurrency
     # What the worker runs at once sizes its broker and database connection pools: make the
     # flag the setting for this process and the pool processes it forks.
@@ -273,6 +310,7 @@ def worker(
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
     celery_app.worker_main(
         [
+            *_celery_quiet(settings),
             "worker",
             f"--concurrency={size}",
             f"--pool={pool or 'prefork'}",
@@ -296,55 +334,23 @@ def ingest(
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Turn bucket events into documents and enqueue them (SQS queue or webhook)."""
-    from pipeline.db.session import make_engine, make_session_factory
-    from pipeline.domain import ObjectRef
-    from pipeline.routing import configure_schemas
-    from pipeline.storage import make_s3_client, make_sqs_client
-    from pipeline.usecases.ingest import ingest_event_object
-    from workers import intake
-    from workers.tasks.documents import enqueue_document
-
-    _logging(verbose)
     settings = _settings()
+    _logging(settings, logging.DEBUG if verbose else logging.INFO)
+    if webhook:
+        _serve(settings, settings.webhook_host, settings.webhook_port, dashboard=False)
+        return
+    from pipeline.db.session import make_engine, make_session_factory
+    from pipeline.storage import make_s3_client, make_sqs_client
+    from workers import intake, telemetry
+    from workers.web.wiring import ingest_handle
+
+    telemetry.serve(settings, "intake")
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=2))
     try:
-        routes = configure_schemas(
-            settings.user_schemas, settings.schema_routes, settings.schema_name
-        )
+        handle = ingest_handle(settings, sessions, make_s3_client(settings))
     except PipelineError as exc:
         _die(str(exc))
-    s3 = make_s3_client(settings)
-
-    def handle(ref: ObjectRef) -> None:
-        ingest_event_object(
-            sessions,
-            s3,
-            ref,
-            routes=routes,
-            default_schema=settings.schema_name,
-            provider=settings.default_provider,
-            read_metadata=settings.schema_from_metadata,
-            enqueue=enqueue_document,
-        )
-
     stop = threading.Event()
-    if webhook:
-        secret = settings.webhook_secret
-        if secret is None:
-            _die("set PAGEMILL_WEBHOOK_SECRET: the webhook only accepts signed requests")
-        server = intake.make_webhook_server(
-            settings.webhook_host,
-            settings.webhook_port,
-            secret.get_secret_value(),
-            handle,
-        )
-        host, port = server.server_address[:2]
-        typer.echo(f"webhook listening on http://{host!s}:{port}/events", err=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            server.shutdown()
-        return
     url = queue_url or settings.sqs_queue_url
     if url is None:
         _die("no queue: pass --queue-url or set PAGEMILL_SQS_QUEUE_URL (or use --webhook)")
@@ -358,6 +364,46 @@ def ingest(
         )
     except KeyboardInterrupt:
         stop.set()
+
+
+def _serve(settings: Settings, host: str, port: int, *, dashboard: bool) -> None:
+    """Serve the ASGI app in the foreground until SIGINT/SIGTERM."""
+    from workers.web.server import Served
+    from workers.web.wiring import build_app
+
+    try:
+        web_app = build_app(
+            settings, host, dashboard=dashboard, require_webhook_secret=not dashboard
+        )
+        served = Served(web_app, host, port)
+    except PipelineError as exc:
+        _die(exc.message)
+    what = "dashboard" if dashboard else "webhook"
+    path = "/" if dashboard else "/events"
+    logging.getLogger("pagemill.web").info("%s listening on %s%s", what, served.url, path)
+    served.serve_forever()
+
+
+@app.command()
+def web(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default PAGEMILL_WEB_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default PAGEMILL_WEB_PORT, 8080).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Serve the dashboard, the bucket-event webhook, /healthz, /readyz and /metrics.
+    Listens on 127.0.0.1:8080 by default; anywhere else it needs PAGEMILL_WEB_TOKEN."""
+    settings = _settings()
+    _logging(settings, logging.DEBUG if verbose else logging.INFO)
+    _serve(
+        settings,
+        host or settings.web_host,
+        settings.web_port if port is None else port,
+        dashboard=True,
+    )
 
 
 @app.command("eval")
@@ -409,12 +455,23 @@ def evaluate_dir(
         typer.echo(f"report written to {out}")
 
 
-@app.command()
+review_app = typer.Typer(
+    help="Documents whose values broke a business rule or were not found on the page; "
+    "`review export DIR` writes reviewed documents as ground truth for `pagemill eval`.",
+    invoke_without_command=True,
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback()
 def review(
+    ctx: typer.Context,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
     limit: Annotated[int, typer.Option(min=1)] = 100,
 ) -> None:
-    """Documents whose values broke a business rule or were not found on the page."""
+    """Documents waiting for review (review them in `pagemill web`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sqlalchemy import select
 
     from pipeline.db.models import Document, Extraction
@@ -443,6 +500,47 @@ def review(
             typer.echo(f"        - {reason}")
 
 
+@review_app.command("export")
+def review_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write docs/ and gt/ into.")],
+    since: Annotated[
+        str | None, typer.Option(help="Only documents reviewed since (ISO date or time).")
+    ] = None,
+) -> None:
+    """Write reviewed documents (their file and the reviewed values) as ground truth in the
+    layout `pagemill eval DIR` reads: DIR/docs/NAME and DIR/gt/NAME.json."""
+    from datetime import UTC, datetime
+
+    from pipeline.storage import make_s3_client
+    from pipeline.usecases.review import export_ground_truth, reviewed_cases
+
+    settings = _settings()
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            _die(f"--since {since!r} is not an ISO date or time")
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    with _sessions(settings)() as session:
+        cases = reviewed_cases(session, since=start)
+
+    def write(name: str, data: bytes) -> None:
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    result = export_ground_truth(
+        cases, make_s3_client(settings), write, max_bytes=settings.max_file_bytes
+    )
+    for name, why in result.skipped.items():
+        typer.echo(f"skipped {name}: {why}", err=True)
+    typer.echo(f"{len(result.exported)} reviewed document(s) written to {directory}")
+    if result.exported:
+        typer.echo(f"score an extractor on them: pagemill eval {directory}")
+
+
 def _sessions(settings: Settings) -> Any:
     from pipeline.db.session import make_engine, make_session_factory
 
@@ -467,7 +565,7 @@ def dlq_list(
     with _sessions(_settings())() as session:
         letters = list_letters(session, category=category, include_replayed=all_letters)
     if output_format is OutputFormat.JSON:
-        typer.echo(json.dumps([asdict(x) for x in letters], default=str, indent=2))
+        typer.echo(json.dumps([asdict(x) for x in letters], default=json_default, indent=2))
         return
     if not letters:
         typer.echo("no dead letters")
@@ -489,7 +587,7 @@ def dlq_show(letter_id: Annotated[int, typer.Argument(help="Dead letter id.")]) 
         detail = show_letter(session, letter_id)
     if detail is None:
         _die(f"no dead letter {letter_id}")
-    typer.echo(json.dumps(detail, default=str, indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(detail, default=json_default, indent=2, ensure_ascii=False))
 
 
 @dlq.command("replay")
@@ -597,17 +695,34 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     from workers.app import app as celery_app
     from workers.beatlock import hold_beat_lock
 
-    _logging(False)
-    held = hold_beat_lock(_settings().broker_url)
+    settings = _settings()
+    # Before the lock (its waits are logged) and before Celery's own first warnings.
+    _logging(settings, loglevel.upper())
+    held = hold_beat_lock(settings.broker_url)
     atexit.register(held.release)  # a clean stop hands over at once, not after the TTL
     # Until Celery installs its own handlers, make SIGTERM an exit that runs atexit.
     signal.signal(signal.SIGTERM, _exit_on_term)
-    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={_beat_schedule()}"])
+    celery_app.start(
+        [
+            *_celery_quiet(settings),
+            "beat",
+            f"--loglevel={loglevel}",
+            f"--schedule={_beat_schedule()}",
+        ]
+    )
 
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="Leave the started services running.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            "--keep",
+            help="Afterwards keep the pipeline running and serve the dashboard "
+            "(PAGEMILL_WEB_PORT, default http://127.0.0.1:8080/) until Ctrl-C.",
+        ),
+    ] = False,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for results.")] = 300,
 ) -> None:
     """Run the whole pipeline on generated demo documents and print the results table."""

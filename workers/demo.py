@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pipeline.db.migrate import upgrade
 from pipeline.db.models import Document
 from pipeline.db.session import make_engine, make_session_factory
 from pipeline.domain import DocumentStatus
+from pipeline.errors import PermanentError
 from pipeline.settings import Settings
 from pipeline.synthetic import demo_documents
 from workers import devstack
@@ -57,7 +59,8 @@ def run_demo(settings: Settings, *, keep: bool = False, timeout_s: int = 300) ->
         env.update(devstack.DUMMY_CREDENTIALS)
     log_dir = Path(tempfile.mkdtemp(prefix="pagemill-demo-"))
     processes = [
-        devstack.spawn("ingest", ["ingest"], env, log_dir),
+        # The worker serves /metrics on PAGEMILL_METRICS_PORT; the intake would want the same.
+        devstack.spawn("ingest", ["ingest"], {**env, "PAGEMILL_METRICS_PORT": "0"}, log_dir),
         devstack.spawn("worker", ["worker", "--concurrency", "2"], env, log_dir),
     ]
     engine = make_engine(settings.database_url, pool_size=1)
@@ -96,13 +99,16 @@ def run_demo(settings: Settings, *, keep: bool = False, timeout_s: int = 300) ->
                 if dead:
                     for p in dead:
                         console.print(f"[red]{p.name} exited[/]:\n{p.tail()}")
+                    _stop(processes)
                     return 1
                 time.sleep(0.5)
+    except BaseException:
+        _stop(processes)
+        raise
     finally:
-        if not keep:
-            for process in processes:
-                process.stop()
         engine.dispose()
+    if not keep:
+        _stop(processes)
 
     from workers.cli import OutputFormat, results
 
@@ -111,19 +117,62 @@ def run_demo(settings: Settings, *, keep: bool = False, timeout_s: int = 300) ->
         console.print(f"[red]timed out: {done}/{len(documents)} documents final[/]")
         for process in processes:
             console.print(f"--- {process.name} log (last lines) ---\n{process.tail()}")
+        _stop(processes)
         return 1
     console.print(f"logs in {log_dir}")
     console.print(
         "next: `pagemill dlq list` shows the corrupt file's dead letter; "
         "`pagemill results --format json` the data; SQL views invoice_results, invoice_line_items"
     )
-    if keep and s3_server is not None:
-        console.print(f"services left running; S3 at {settings.s3_endpoint_url}")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    if keep:
+        _keep_running(settings, processes, console)
+    else:
+        console.print(
+            "run `make demo KEEP=1` (pagemill demo --keep-running) to keep the pipeline and "
+            "its dashboard running afterwards"
+        )
     if s3_server is not None:
         s3_server.stop()
     return 0
+
+
+def _stop(processes: list[devstack.Process]) -> None:
+    for process in processes:
+        process.stop()
+
+
+def _keep_running(settings: Settings, processes: list[devstack.Process], console: Console) -> None:
+    """Serve the dashboard next to the demo's workers until Ctrl-C; new uploads to the demo
+    bucket are processed too."""
+    from workers.web.server import Served
+    from workers.web.wiring import build_app
+
+    app = build_app(settings, settings.web_host, dashboard=True)
+    try:
+        served = Served(app, settings.web_host, settings.web_port)
+    except PermanentError as exc:
+        console.print(f"[yellow]{exc.message}; using a free port instead[/]")
+        served = Served(app, settings.web_host, 0)
+    served.start()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A supervisor's TERM stops everything too, like Ctrl-C (the processes run in their own
+    # sessions and would outlive us otherwise).
+    signal.signal(signal.SIGTERM, interrupt)
+    console.print(f"dashboard: [bold]{served.url}/[/]")
+    if settings.s3_endpoint_url:
+        console.print(f"S3 (and SQS) at {settings.s3_endpoint_url}")
+    console.print("the pipeline and the dashboard keep running; Ctrl-C stops them")
+    try:
+        while all(p.alive() for p in processes):
+            time.sleep(1)
+        for p in processes:
+            if not p.alive():
+                console.print(f"[red]{p.name} exited[/]:\n{p.tail()}")
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        served.stop()
+        _stop(processes)

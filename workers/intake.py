@@ -7,15 +7,16 @@ Two transports, both plain code with the work injected as `handle` (no Celery he
   names; a failure leaves it for redelivery after the queue's visibility timeout. A malformed
   message can never succeed, so it is logged and deleted. The messages of one receive are
   deleted together, in one DeleteMessageBatch call, once each of them is finished with.
-* `make_webhook_server` serves ``POST /events`` for S3-compatible servers that push events over
+* `WebhookIntake` answers ``POST /events`` for S3-compatible servers that push events over
   HTTP (MinIO's webhook target, Ceph's HTTP push endpoint): 200 once handled, 503 when `handle`
   failed so the sender retries, 400 for a body that is not a bucket event, 401 without the
   shared secret (``Authorization: Bearer <secret>``, or HTTP Basic with the secret as the
-  password, which is how Ceph radosgw sends the user-info of its push endpoint).
+  password, which is how Ceph radosgw sends the user-info of its push endpoint). The ASGI app
+  in `workers.web` serves it.
 
 Deliveries are at least once on both paths (SQS redelivers, servers retry, a message can be
 handled and then fail to be deleted), so `handle` must be idempotent for a given ObjectRef; it
-must also be thread-safe for the webhook, which serves requests on several threads.
+must also be thread-safe for the webhook, which handles requests on a thread pool.
 
 Logs name message ids, buckets and keys, never object contents or secrets.
 """
@@ -26,16 +27,12 @@ import base64
 import binascii
 import hmac
 import ipaddress
-import json
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
@@ -47,13 +44,14 @@ from pipeline.storage import SQSClient, storage_error
 
 __all__ = [
     "EVENTS_PATH",
-    "HEALTH_PATH",
     "Handle",
     "IntakeStats",
-    "WebhookServer",
+    "WebhookIntake",
     "authorized",
+    "WebhookReply",
     "consume_sqs",
-    "make_webhook_server",
+    "is_loopback",
+    "make_webhook_intake",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +59,6 @@ log = logging.getLogger(__name__)
 Handle = Callable[[ObjectRef], None]
 
 EVENTS_PATH = "/events"
-HEALTH_PATH = "/healthz"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # S3 event messages are at most 256 KB; MinIO's are small.
 
 _BACKOFF_START_S = 1.0
@@ -322,7 +319,7 @@ class _Deleter:
 # --- webhook -----------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -335,10 +332,13 @@ def authorized(header: str, secret: bytes) -> bool:
     ``Bearer <secret>`` is what MinIO sends. Ceph radosgw cannot send a header of its own: the
     secret goes in its push endpoint's user-info (``http://pagemill:<secret>@intake/events``),
     which it sends as ``Basic base64(user:secret)``; any user name is accepted. `header` is the
-    value as http.server decoded it (latin-1), so encoding it back gives the raw bytes.
+    value as the HTTP server decoded it (latin-1), so encoding it back gives the raw bytes.
     """
     scheme, _, credentials = header.strip().partition(" ")
-    raw = credentials.strip().encode("latin-1", errors="replace")
+    try:
+        raw = credentials.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        return False
     if scheme.lower() == "bearer":
         return hmac.compare_digest(raw, secret)
     if scheme.lower() == "basic":
@@ -351,114 +351,79 @@ def authorized(header: str, secret: bytes) -> bool:
     return False
 
 
-class WebhookServer(ThreadingHTTPServer):
-    """HTTP server for bucket-event posts; see `make_webhook_server`."""
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """What to answer a bucket-event post: status, JSON payload (None: no body) and headers."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    status: HTTPStatus
+    payload: dict[str, Any] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Cache-Control": "no-store"}
+        if self.status == HTTPStatus.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = 'Bearer realm="pagemill"'
+        if self.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers["Retry-After"] = "5"
+        return headers
+
+
+class WebhookIntake:
+    """Bucket-event posts, independent of the HTTP server that receives them (the ASGI app in
+    `workers.web` serves ``/events``): authentication, body limits, parsing and `handle`."""
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        secret: str | None,
-        handle: Handle,
-        max_body_bytes: int,
+        self, secret: str | None, handle: Handle, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.secret = secret.encode("utf-8") if secret else None
         self.handle = handle
         self.max_body_bytes = max_body_bytes
-        super().__init__(address, _WebhookHandler)
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        host = str(host)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class _WebhookHandler(BaseHTTPRequestHandler):
-    server_version = "pagemill-intake"
-    sys_version = ""
-    timeout = 30  # seconds a client may take to send its request
-
-    @property
-    def _server(self) -> WebhookServer:
-        return cast(WebhookServer, self.server)
-
-    # Route http.server's stderr logging to our logger (request lines only, no headers).
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _path(self) -> str:
-        return urlsplit(self.path).path
-
-    def _authorized(self) -> bool:
-        expected = self._server.secret
-        if expected is None:
+    def authorized(self, authorization: str | None) -> bool:
+        """`authorization` as the server decoded the header (latin-1, as HTTP servers do)."""
+        if self.secret is None:
             return True
-        return authorized(self.headers.get("Authorization", ""), expected)
+        return authorized(authorization or "", self.secret)
 
-    def _reply(self, status: HTTPStatus, payload: dict[str, Any] | None = None) -> None:
-        body = b"" if payload is None else json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        if status == HTTPStatus.UNAUTHORIZED:
-            self.send_header("WWW-Authenticate", 'Bearer realm="pagemill"')
-        if status == HTTPStatus.SERVICE_UNAVAILABLE:
-            self.send_header("Retry-After", "5")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def unauthorized(self, client: str) -> WebhookReply:
+        log.info("rejected event post from %s: missing or wrong token", _printable(client))
+        return WebhookReply(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized"})
 
-    def do_HEAD(self) -> None:
-        # MinIO probes its webhook target with HEAD (with the token) before sending events.
-        path = self._path()
-        if path == HEALTH_PATH:
-            self._reply(HTTPStatus.OK)
-        elif path == EVENTS_PATH:
-            self._reply(HTTPStatus.OK if self._authorized() else HTTPStatus.UNAUTHORIZED)
-        else:
-            self._reply(HTTPStatus.NOT_FOUND)
+    def body_problem(
+        self, content_length: str | None, transfer_encoding: str | None
+    ) -> WebhookReply | None:
+        """Why the request's body cannot be read (None: read `int(content_length)` bytes)."""
+        if "chunked" in (transfer_encoding or "").lower() or content_length is None:
+            return WebhookReply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+        try:
+            length = int(content_length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return WebhookReply(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+        if length > self.max_body_bytes:
+            return WebhookReply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+        return None
 
-    def do_GET(self) -> None:
-        if self._path() == HEALTH_PATH:
-            self._reply(HTTPStatus.OK, {"status": "ok"})
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    def do_POST(self) -> None:
-        if self._path() != EVENTS_PATH:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        if not self._authorized():
-            log.info("rejected event post from %s: missing or wrong token", self.client_address[0])
-            self._reply(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized"})
-            return
-        body = self._read_body()
-        if body is None:
-            return
+    def accept(self, body: bytes) -> WebhookReply:
+        """Parse a post and handle every object it names (blocking: run it off the event loop).
+        200 once all were handled, 503 when one failed (the sender retries), 400 when the body
+        is not a bucket event."""
         try:
             refs = parse_bucket_event(body)
         except PermanentError as exc:
             log.warning("rejected malformed event post: %s", _printable(exc.message))
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": exc.message})
-            return
+            return WebhookReply(HTTPStatus.BAD_REQUEST, {"error": exc.message})
         for ref in refs:
             try:
-                self._server.handle(ref)
+                self.handle(ref)
             except Exception as exc:  # noqa: BLE001 -- any failure means "send it again"
                 log.warning(
                     "event post for %s not handled (sender will retry): %s",
                     _where(ref),
                     _describe_failure(exc),
                 )
-                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "try again later"})
-                return
+                return WebhookReply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "try again later"})
             log.info(
                 "webhook: %s %s version=%s size=%s",
                 _printable(ref.event_name),
@@ -466,48 +431,22 @@ class _WebhookHandler(BaseHTTPRequestHandler):
                 _printable(ref.version) or "-",
                 ref.size if ref.size is not None else "-",
             )
-        self._reply(HTTPStatus.OK, {"accepted": len(refs)})
-
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-            return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-            return None
-        try:
-            length = int(raw)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
-            return None
-        if length > self._server.max_body_bytes:
-            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-            return None
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": "body shorter than Content-Length"})
-            return None
-        return body
+        return WebhookReply(HTTPStatus.OK, {"accepted": len(refs)})
 
 
-def make_webhook_server(
+def make_webhook_intake(
     host: str,
-    port: int,
     secret: str | SecretStr | None,
     handle: Handle,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> WebhookServer:
-    """A bound, not yet serving, HTTP server for bucket-event posts (call `serve_forever()`).
+) -> WebhookIntake:
+    """The webhook for a server listening on `host`.
 
     ``POST /events`` needs ``Authorization: Bearer <secret>`` whenever a secret is set (MinIO
     sends its ``auth_token`` that way), or HTTP Basic with the secret as password (radosgw).
-    Without a secret the server only starts on a loopback address; anywhere else that raises
-    `PermanentError(CONFIGURATION)`. ``GET /healthz`` answers 200 without authentication.
-    Port 0 picks a free port (see ``server.server_address``).
+    Without a secret the webhook is only served on a
+    loopback address; anywhere else this raises `PermanentError(CONFIGURATION)`.
     """
     token = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     if token and any(ch.isspace() for ch in token):
@@ -515,19 +454,10 @@ def make_webhook_server(
         raise PermanentError(
             ErrorCategory.CONFIGURATION, "PAGEMILL_WEBHOOK_SECRET must not contain whitespace"
         )
-    if not token and not _is_loopback(host):
+    if not token and not is_loopback(host):
         raise PermanentError(
             ErrorCategory.CONFIGURATION,
             f"refusing to serve bucket events on {host} without a secret: set "
             "PAGEMILL_WEBHOOK_SECRET, or listen on 127.0.0.1",
         )
-    server = WebhookServer(
-        (host, port), secret=token or None, handle=handle, max_body_bytes=max_body_bytes
-    )
-    log.info(
-        "webhook intake listening on %s%s (%s)",
-        server.url,
-        EVENTS_PATH,
-        "token required" if token else "no token: loopback only",
-    )
-    return server
+    return WebhookIntake(token or None, handle, max_body_bytes)

@@ -9,14 +9,19 @@ per stage and stops both when either ends, for a supervisor to restart the pair.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
 from workers import queues
+
+log = logging.getLogger("pagemill.worker")
 
 _POLL_S = 0.5
 _STOP_TIMEOUT_S = 60.0
@@ -52,8 +57,15 @@ def plan(prepare_concurrency: int, extract_concurrency: int) -> list[StageWorker
     ]
 
 
-def run(workers: list[StageWorker], *, loglevel: str, beat: bool) -> int:
-    """Start the stage workers and wait; returns the exit code of the first one to end."""
+def run(
+    workers: list[StageWorker],
+    *,
+    loglevel: str,
+    beat: bool,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Start the stage workers (with `env` added to this process's environment) and wait;
+    returns the exit code of the first one to end."""
     children: list[tuple[StageWorker, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -70,23 +82,22 @@ def run(workers: list[StageWorker], *, loglevel: str, beat: bool) -> int:
     try:
         for index, stage in enumerate(workers):
             argv = stage.argv(loglevel, beat and index == 0)  # one beat for the pair
-            children.append((stage, subprocess.Popen(argv)))
-            print(
-                f"pagemill worker: {stage.name} stage on {stage.pool} x{stage.concurrency} "
-                f"(queues {', '.join(stage.queues)}), pid {children[-1][1].pid}",
-                file=sys.stderr,
-                flush=True,
+            children.append((stage, subprocess.Popen(argv, env={**os.environ, **(env or {})})))
+            log.info(
+                "%s stage on %s x%d (queues %s), pid %d",
+                stage.name,
+                stage.pool,
+                stage.concurrency,
+                ", ".join(stage.queues),
+                children[-1][1].pid,
             )
         while True:
             for stage, child in children:
                 code = child.poll()
                 if code is not None:
                     if not stopping:
-                        print(
-                            f"pagemill worker: the {stage.name} worker exited ({code}); "
-                            "stopping the other",
-                            file=sys.stderr,
-                            flush=True,
+                        log.warning(
+                            "the %s worker exited (%s); stopping the other", stage.name, code
                         )
                     _stop_all(children)
                     return code

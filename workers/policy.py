@@ -12,6 +12,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from pipeline import logs, metrics
 from pipeline.domain import DocumentStatus
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.retry import RetryPolicy
@@ -66,6 +67,7 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
         @app.task(name=name, bind=True, queue=queue, acks_late=True, max_retries=None)
         @functools.wraps(fn)
         def run(self: Task[Any, Any], document_id: int) -> str:
+            logs.bind(document_id=int(document_id), stage=queue)  # the task id: see workers.app
             try:
                 # The task id stays the same across retries and redeliveries of this message:
                 # the document's lease is ours to take back after a failure we could not report.
@@ -79,6 +81,7 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
                 if rules.should_retry(error, retries):
                     hint = error.retry_after_s if isinstance(error, TransientError) else None
                     countdown = rules.delay_s(retries, hint)
+                    metrics.retry_scheduled(error.category)
                     log.info(
                         "document %s: %s; retry %d in %.1fs",
                         document_id,

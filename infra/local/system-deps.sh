@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the pipeline needs at run time (OCR) and the tests use: docker-compose to
-# validate the compose file, and a one-node Ceph (radosgw) as a real S3 server that pushes
-# bucket events (tests/integration/test_radosgw_events.py).
+# validate the compose file, a one-node Ceph (radosgw) as a real S3 server that pushes bucket
+# events, Chromium for the dashboard's browser tests, Prometheus for the scrape test.
 set -euo pipefail
 need=()
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
@@ -10,6 +10,10 @@ for lang in deu fra nld; do
     || need+=("tesseract-ocr-$lang")
 done
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one here).
+command -v chromium >/dev/null || need+=(chromium)
+# The metrics test scrapes the workers with a real Prometheus (run by the test, not systemd).
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,7 +1,7 @@
 """Duplicate invoices: normalised vendor and number keys, their index, and invoice_duplicates.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-04 15:00:00
 """
 
@@ -9,7 +9,7 @@ from alembic import op
 
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -197,3 +197,50 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replay_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class DocumentEvent(Base):
+    """One state change of a document, written by a trigger on `documents` in the same
+    transaction as the change (migration 0006), so no code path can forget it."""
+
+    __tablename__ = "document_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(Text)  # where the document is after the change
+    from_stage: Mapped[str | None] = mapped_column(Text)
+    from_status: Mapped[str | None] = mapped_column(Text)  # NULL: the document was registered
+    to_status: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    # The lease owner (task id) that made the change, or the named actor (reviewer, replay).
+    worker: Mapped[str | None] = mapped_column(Text)
+    error_category: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Seconds the document spent in from_status (since its previous event).
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+
+
+class ReviewCorrection(Base):
+    """A reviewer's verdict on one value: accepted as extracted, or corrected. The original
+    value stays here beside the correction, with who and when."""
+
+    __tablename__ = "review_corrections"
+    __table_args__ = (
+        CheckConstraint("action IN ('accepted', 'corrected')", name="ck_review_corrections_action"),
+        Index("ix_review_corrections_document", "document_id", "id"),
+        Index("ix_review_corrections_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    schema_name: Mapped[str] = mapped_column(Text)
+    field: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    original: Mapped[Any | None] = mapped_column(JSONB)
+    corrected: Mapped[Any | None] = mapped_column(JSONB)
+    reason: Mapped[str | None] = mapped_column(Text)  # the review reason this answers, if any
+    reviewer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
+from pipeline import metrics
 from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
 from pipeline.domain import (
     CallOutcome,
@@ -281,11 +283,14 @@ def record_calls(session: Session, document_id: int | None, calls: Sequence[Call
         }
         for call in calls
     ]
-    session.execute(_record_calls_statement(), rows)
+    written = set(session.execute(_record_calls_statement(), rows).scalars())
+    metrics.after_commit(
+        session, metrics.calls_recorded, [c for c in calls if c.call_id in written]
+    )
 
 
 @functools.cache
-def _record_calls_statement() -> Insert:
+def _record_calls_statement() -> ReturningInsert[tuple[uuid.UUID]]:
     stmt = insert(_CALLS)
     outcome = {
         name: stmt.excluded[name]
@@ -305,11 +310,12 @@ def _record_calls_statement() -> Insert:
         )
     }
     # A `started` row (written before the request) takes the outcome; a finished one is final.
+    # RETURNING names the rows written (a finished call written again is not), for metrics.
     return stmt.on_conflict_do_update(
         index_elements=["call_id"],
         set_=outcome,
         where=_CALLS.c.outcome == CallOutcome.STARTED.value,
-    )
+    ).returning(_CALLS.c.call_id)
 
 
 def valid_extraction(session: Session, document_id: int, schema_name: str) -> Extraction | None:
@@ -380,12 +386,14 @@ def finish_document(
     }
     if pages is not None:
         params["p_page_status"] = pages.value
-    row = session.execute(_finish_statement(pages is not None), params).scalar_one_or_none()
+    row = session.execute(_finish_statement(pages is not None), params).one_or_none()
+    if row is not None:
+        metrics.after_commit(session, metrics.document_finished, status.value, *row[1:])
     return row is not None
 
 
 @functools.cache
-def _finish_statement(with_pages: bool) -> ReturningUpdate[tuple[int]]:
+def _finish_statement(with_pages: bool) -> ReturningUpdate[tuple[int, str, int | None]]:
     docs = _DOCUMENTS.c
     stmt = (
         update(_DOCUMENTS)
@@ -402,7 +410,7 @@ def _finish_statement(with_pages: bool) -> ReturningUpdate[tuple[int]]:
             finished_at=func.now(),
             updated_at=func.now(),
         )
-        .returning(docs.id)
+        .returning(docs.id, docs.schema_name, docs.page_count)
     )
     if with_pages:
         stmt = stmt.add_cte(
@@ -563,8 +571,10 @@ def add_dead_letter(
         .on_conflict_do_nothing(
             index_elements=["document_id"], index_where=text("replayed_at IS NULL")
         )
+        .returning(DeadLetter.id)
     )
-    session.execute(stmt)
+    if session.execute(stmt).scalar_one_or_none() is not None:  # None: one was open already
+        metrics.after_commit(session, metrics.dead_lettered, error.category.value)
 
 
 @dataclass(frozen=True, slots=True)

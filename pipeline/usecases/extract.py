@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pipeline import logs, metrics
 from pipeline.checks import RuleFailure
 from pipeline.costing import PriceTable
 from pipeline.domain import (
@@ -108,8 +109,10 @@ def _call(
     call_id: uuid.UUID,
 ) -> ProviderReply:
     try:
-        return extractor.call(request)
+        with metrics.call_in_flight(extractor.provider):
+            reply = extractor.call(request)
     except PipelineError as exc:
+        logs.bind(provider_request_id=exc.request_id)
         meter.calls.append(
             CallRecord(
                 provider=extractor.provider,
@@ -127,6 +130,8 @@ def _call(
             )
         )
         raise
+    logs.bind(provider_request_id=reply.request_id)
+    return reply
 
 
 def _record_reply(

@@ -2,7 +2,8 @@
 
 Objects with awkward keys are uploaded, S3 puts notifications on SQS, and `consume_sqs` must
 hand over the decoded keys with their ETags, skip the ``s3:TestEvent``, leave failed messages for
-redelivery and delete malformed ones. The webhook server is exercised over real HTTP.
+redelivery and delete malformed ones. The webhook (the ASGI app, served by uvicorn) is exercised
+over real HTTP.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from pipeline.storage import (
 )
 from tests.support.s3_fixtures import BucketWithQueue
 from tests.support.s3_server import settings_for
-from workers.intake import IntakeStats, consume_sqs, make_webhook_server
+from workers.intake import IntakeStats, consume_sqs, make_webhook_intake
+from workers.web.app import create_app
+from workers.web.server import Served
 
 pytestmark = pytest.mark.integration
 
@@ -572,10 +575,12 @@ class Webhook:
     def __init__(self, secret: str | None, host: str = "127.0.0.1") -> None:
         self.seen: list[ObjectRef] = []
         self.fail = False
-        self.server = make_webhook_server(host, 0, secret, self._handle)
+        # The webhook-only app, as `pagemill ingest --webhook` serves it, over real HTTP.
+        app = create_app(
+            host=host, sessions=None, intake=make_webhook_intake(host, secret, self._handle)
+        )
+        self.server = Served(app, host, 0).start()
         self.url = self.server.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def _handle(self, ref: ObjectRef) -> None:
         if self.fail:
@@ -583,9 +588,7 @@ class Webhook:
         self.seen.append(ref)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        self.server.stop()
 
     def request(
         self,
@@ -716,10 +719,10 @@ def test_webhook_takes_the_secret_as_a_basic_auth_password(webhook: Webhook) -> 
 
 def test_webhook_refuses_to_listen_openly_without_a_secret() -> None:
     with pytest.raises(PermanentError) as caught:
-        make_webhook_server("0.0.0.0", 0, None, lambda ref: None)
+        make_webhook_intake("0.0.0.0", None, lambda ref: None)
     assert caught.value.category is ErrorCategory.CONFIGURATION
     with pytest.raises(PermanentError):
-        make_webhook_server("0.0.0.0", 0, "", lambda ref: None)
+        make_webhook_intake("0.0.0.0", "", lambda ref: None)
 
 
 def test_webhook_on_loopback_without_a_secret_needs_no_token() -> None:

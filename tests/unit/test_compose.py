@@ -9,6 +9,7 @@ and resolves the variables (no Docker engine is needed for that). hadolint and y
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import typer
+import yaml
 
 from pipeline.settings import Settings
 from workers import queues
@@ -232,8 +234,22 @@ def test_monitoring_is_provisioned_from_the_repository(compose: dict[str, Any]) 
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
     grafana = service(compose, "grafana")
     assert "./infra/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
-    assert "./infra/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     assert conditions(grafana)["prometheus"] == "service_healthy"
+
+
+def test_grafana_finds_its_dashboards_and_data_sources(compose: dict[str, Any]) -> None:
+    # The provisioning files and the compose file must agree: the dashboards folder is mounted
+    # where the dashboard provider looks, and every variable a data source reads is set.
+    grafana = service(compose, "grafana")
+    mounts = dict(volume.split(":")[:2] for volume in grafana["volumes"])
+    provisioning = REPO / "infra/grafana/provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards/pagemill.yaml").read_text())
+    paths = {provider["options"]["path"] for provider in providers["providers"]}
+    assert paths == {mounts["./infra/grafana/dashboards"]}
+    sources = (provisioning / "datasources").glob("*.y*ml")
+    wanted = {m for f in sources for m in re.findall(r"\$\{?(\w+)\}?", f.read_text())}
+    assert wanted, "the data sources read their settings from the environment"
+    assert wanted <= set(grafana["environment"]), sorted(wanted - set(grafana["environment"]))
 
 
 def test_pagemill_variables_are_settings(compose: dict[str, Any]) -> None:

@@ -13,31 +13,15 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from pipeline.domain import Word
-from pipeline.rules import labels as L
-from pipeline.rules.layout import (
-    LabelHit,
-    LabelSpec,
-    Line,
-    Page,
-    below_words,
-    build_pages,
-    find_labels,
-    is_filler,
-    is_header,
-    page_text_height,
-    right_words,
-)
-from pipeline.rules.text import (
-    ParsedAmount,
-    clean_identifier,
-    currency_of_token,
-    find_dates,
-    format_amount,
-    is_currency_token,
-    needs_amount_nearby,
-    norm,
-    parse_amount,
-)
+from pipeline.rules.layout import below_words, is_header, right_words
+from pipeline.schemas import invoice_labels as L
+from pipeline.text.amounts import ParsedAmount, format_amount, parse_amount
+from pipeline.text.currency import currency_of_token, is_currency_token, needs_amount_nearby
+from pipeline.text.dates import find_dates
+from pipeline.text.identifiers import clean_identifier
+from pipeline.text.labels import LabelHit, LabelSpec, find_labels, is_filler
+from pipeline.text.lines import Line, Page, build_pages, page_text_height
+from pipeline.text.normalise import norm
 
 PageWords = tuple[Sequence[Word], float, float]  # words, width and height in points
 

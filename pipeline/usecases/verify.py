@@ -40,9 +40,9 @@ def verify(
     schema: SchemaSpec, data: dict[str, Any], pages: Sequence[HasWords] | ChunkedPages
 ) -> Verdict:
     if isinstance(pages, ChunkedPages):
-        grounding = ground_chunks(data, pages.read())
+        grounding = ground_chunks(data, pages.read(), vocabulary=schema.vocabulary)
     else:
-        grounding = ground(data, pages)
+        grounding = ground(data, pages, vocabulary=schema.vocabulary)
     return Verdict(
         failures=run_rules(schema.rules, data),
         grounding=grounding.to_json(),

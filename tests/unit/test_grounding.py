@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -15,20 +16,19 @@ from typing import Any
 import pymupdf
 import pytest
 
-from pipeline import grounding as grounding_module
+from pipeline import grounding
 from pipeline.domain import PageContent
-from pipeline.grounding import (
-    UNGROUNDED,
-    Grounding,
-    GroundingStream,
-    Location,
-    PageWords,
-    ground,
-    ground_chunks,
-)
+from pipeline.grounding import UNGROUNDED, Grounding, Location, PageWords
+from pipeline.grounding.index import PageIndex
 from pipeline.pages import Limits, opened
+from pipeline.schemas.invoice import INVOICE
 from pipeline.synthetic import SyntheticInvoice, make_invoice, render_pdf
 from tests.conftest import SAMPLES
+
+# The invoice schema's vocabulary: which field is an amount, a date, and which words label it.
+ground = functools.partial(grounding.ground, vocabulary=INVOICE.vocabulary)
+ground_chunks = functools.partial(grounding.ground_chunks, vocabulary=INVOICE.vocabulary)
+GroundingStream = functools.partial(grounding.GroundingStream, vocabulary=INVOICE.vocabulary)
 
 SAMPLE_FIELDS = ("invoice_number", "invoice_date", "total", "currency", "vendor_name", "tax")
 # Line-item text the ground truth took from the embedded e-invoice, not from the page.
@@ -516,7 +516,7 @@ def test_streaming_keeps_no_page_between_chunks() -> None:
         stream.add(chunk)
     del chunk
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, grounding_module._Page)]
+    assert not [o for o in gc.get_objects() if isinstance(o, PageIndex)]
     assert stream.result().to_json() == ground(_data(invoice), pages).to_json()
 
 

@@ -1,4 +1,5 @@
-"""Invoice label vocabulary in English, German, French and Dutch, as regexes over normalised text.
+"""The invoice schema's label phrases in English, German, French and Dutch, as regexes over
+normalised text.
 
 Normalised means lower case, no accents, ß as ss. Longer phrases beat shorter ones, so "Total
 TVA" is a tax label and not a total, and "N° TVA" is a tax id and not a tax amount.
@@ -6,7 +7,7 @@ TVA" is a tax label and not a total, and "N° TVA" is a tax id and not a tax amo
 
 from __future__ import annotations
 
-from pipeline.rules.layout import LabelSpec
+from pipeline.text.labels import LabelSpec
 
 # Pieces shared by several phrases.
 _NO = r"(?:n\s?[°o*º]\.?|no\.?|nr\.?|number|nummer|numero|num\.?|#|nо)"

@@ -23,8 +23,12 @@ SCORED_FIELDS: tuple[str, ...] = (
     "tax",
 )
 AMOUNT_FIELDS = frozenset({"total", "tax", "subtotal", "amount_due"})
-# Ground-truth name -> name in our schema, where they differ.
-PREDICTION_KEYS: dict[str, str] = {"date": "invoice_date"}
+# Ground-truth name -> names it may have in the extracted record (invoice, then receipt).
+PREDICTION_KEYS: dict[str, tuple[str, ...]] = {
+    "date": ("invoice_date", "date"),
+    "vendor_name": ("vendor_name", "merchant_name"),
+    "invoice_number": ("invoice_number", "receipt_number"),
+}
 
 _LEGAL_FORMS = frozenset(
     {
@@ -49,6 +53,7 @@ class Case:
     pages: int
     fields: dict[str, Any]
     line_items: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "unknown"  # where the document comes from (the repository or producer)
 
 
 def load_cases(directory: Path | str) -> list[Case]:
@@ -74,11 +79,18 @@ def load_cases(directory: Path | str) -> list[Case]:
                 pages=int(gt.get("pages") or 1),
                 fields=dict(gt.get("fields") or {}),
                 line_items=list(gt.get("line_items") or []),
+                source=_source_of(gt),
             )
         )
     if missing:
         raise FileNotFoundError(f"ground truth names documents not in {docs_dir}: {missing}")
     return cases
+
+
+def _source_of(gt: dict[str, Any]) -> str:
+    """The repository a document comes from ("owner/repo:path" -> "owner/repo")."""
+    source = str(gt.get("source") or "").split(":", 1)[0].strip()
+    return source or "unknown"
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -163,10 +175,18 @@ def score_field(name: str, predicted: Any, expected: Any) -> bool | None:
     return _fold(str(predicted).strip()) == _fold(str(expected).strip())
 
 
+def predicted_value(pred: dict[str, Any], name: str) -> Any:
+    """The extracted value scored against ground-truth field `name`."""
+    for key in PREDICTION_KEYS.get(name, (name,)):
+        if pred.get(key) is not None:
+            return pred[key]
+    return pred.get(name)
+
+
 def score_fields(pred: dict[str, Any], gt_fields: dict[str, Any]) -> dict[str, bool | None]:
     """Every ground-truth field: True/False, or None where the ground truth is null."""
     return {
-        name: score_field(name, pred.get(PREDICTION_KEYS.get(name, name), pred.get(name)), want)
+        name: score_field(name, predicted_value(pred, name), want)
         for name, want in gt_fields.items()
     }
 
@@ -185,6 +205,7 @@ class DocResult:
     cost_usd: Decimal = Decimal(0)
     latency_s: float = 0.0
     error: str | None = None
+    source: str = "unknown"
 
     @property
     def wrong(self) -> list[str]:
@@ -215,11 +236,21 @@ class Report:
     def kinds(self) -> list[str]:
         return sorted({d.kind for d in self.docs})
 
-    def accuracy(self, name: str | None = None, kind: str | None = None) -> Accuracy:
-        """Accuracy of one field (or all scored fields), overall or for one document kind."""
+    @property
+    def sources(self) -> list[str]:
+        return sorted({d.source for d in self.docs})
+
+    def accuracy(
+        self, name: str | None = None, kind: str | None = None, source: str | None = None
+    ) -> Accuracy:
+        """Accuracy of one field (or all scored fields), overall or for one document kind or
+        source."""
         names = self.fields if name is None else (name,)
         results = [
-            d.scores.get(n) for d in self.docs if kind is None or d.kind == kind for n in names
+            d.scores.get(n)
+            for d in self.docs
+            if (kind is None or d.kind == kind) and (source is None or d.source == source)
+            for n in names
         ]
         scored = [r for r in results if r is not None]
         return Accuracy(sum(1 for r in scored if r), len(scored))
@@ -248,6 +279,11 @@ class Report:
                 | {"all": acc(self.accuracy(None, k))}
                 for k in self.kinds
             },
+            "by_source": {
+                s: {n: acc(self.accuracy(n, source=s)) for n in self.fields}
+                | {"all": acc(self.accuracy(None, source=s))}
+                for s in self.sources
+            },
             "cost_usd": str(self.total_cost_usd),
             "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
             | {"all": self.seconds_per_page()},
@@ -255,6 +291,7 @@ class Report:
                 {
                     "doc": d.name,
                     "kind": d.kind,
+                    "source": d.source,
                     "pages": d.pages,
                     "scores": d.scores,
                     "wrong": {
@@ -271,7 +308,7 @@ class Report:
 
 
 def _predicted(prediction: dict[str, Any], name: str) -> Any:
-    value = prediction.get(PREDICTION_KEYS.get(name, name), prediction.get(name))
+    value = predicted_value(prediction, name)
     return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
@@ -297,6 +334,7 @@ def evaluate(
                     expected=expected,
                     latency_s=time.perf_counter() - started,
                     error=f"{type(exc).__name__}: {exc}",
+                    source=case.source,
                 )
             )
             continue
@@ -310,6 +348,7 @@ def evaluate(
                 expected=expected,
                 cost_usd=cost,
                 latency_s=latency,
+                source=case.source,
             )
         )
     return Report(fields=tuple(fields), docs=docs)
@@ -332,6 +371,23 @@ def format_report(report: Report) -> str:
     )
     lines = _table(headers, rows)
     lines.append("")
+    if len(report.sources) > 1:
+        source_rows = [
+            [
+                s,
+                str(sum(1 for d in report.docs if d.source == s)),
+                ", ".join(sorted({d.kind for d in report.docs if d.source == s})),
+                str(report.accuracy(None, source=s)),
+                ", ".join(
+                    f"{n} {report.accuracy(n, source=s)}"
+                    for n in report.fields
+                    if (a := report.accuracy(n, source=s)).scored and a.correct < a.scored
+                ),
+            ]
+            for s in report.sources
+        ]
+        lines += _table(["source", "docs", "kinds", "all fields", "fields below 100%"], source_rows)
+        lines.append("")
     doc_rows = [
         [
             d.name,

@@ -78,6 +78,9 @@ class InvoiceFields:
     tax: Decimal | None = None
     total: Decimal | None = None
     line_items: list[dict[str, Any]] = field(default_factory=list)
+    # Field -> 0..1, how well the evidence for the value held up (see `_confidence`).
+    confidence: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         def amount(value: Decimal | None) -> str | None:

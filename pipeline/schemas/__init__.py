@@ -29,6 +29,8 @@ class SchemaSpec:
     instructions: str
     rules: Sequence[Rule] = field(default_factory=tuple)  # business rules beyond the types
     source: str = BUILTIN  # where a user schema came from (its ref), so clashes can be named
+    # Fields a record must have to be trusted: a document without one goes to review.
+    required: tuple[str, ...] = ()
     # What the fields are called on a page: grounding and the offline rules read it.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
 

@@ -109,6 +109,7 @@ INVOICE = register_schema(
             checks.plausible_dates(),
             checks.iso_currency(),
         ),
+        required=("invoice_number", "invoice_date", "total", "vendor_name"),
         vocabulary=VOCABULARY,
     )
 )

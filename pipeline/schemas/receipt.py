@@ -176,6 +176,7 @@ RECEIPT = register_schema(
             checks.plausible_dates(fields=("date",), future=dt.timedelta(days=1)),
             checks.iso_currency(),
         ),
+        required=("merchant_name", "date", "total"),
         vocabulary=VOCABULARY,
     )
 )

@@ -81,27 +81,3 @@ def within_one_edit(a: str, b: str) -> bool:
     while i < len(a) and a[i] == b[i]:
         i += 1
     return a[i:] == b[i + 1 :]
-
-
-def mixed_script_share(words: list[str]) -> float:
-    """Share of words that mix Latin letters with Cyrillic or Greek ones: a scanner's OCR layer
-    that read look-alikes ("Rеchnung" with a Cyrillic "е") is not worth reading as it is."""
-    mixed = counted = 0
-    for word in words:
-        letters = [c for c in word if c.isalpha()]
-        if len(letters) < 2:
-            continue
-        counted += 1
-        scripts = {_script(c) for c in letters}
-        if "latin" in scripts and len(scripts) > 1:
-            mixed += 1
-    return mixed / counted if counted else 0.0
-
-
-def _script(char: str) -> str:
-    name = unicodedata.name(char, "")
-    if name.startswith("CYRILLIC"):
-        return "cyrillic"
-    if name.startswith("GREEK"):
-        return "greek"
-    return "latin" if name.startswith("LATIN") else "other"

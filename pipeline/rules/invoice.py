@@ -394,6 +394,8 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
             if title and (position > 2 or word.x0 - hit.x1 > 4 * hit.line.height):
                 break
             value = _looks_like_number(word.text, title)
+            if value is not None:
+                value = _continued_number(value, words[position + 1 :], hit.line.height)
             break
         score = hit.spec.priority
         if value is None and not title and is_header(hit, hits_in_line):
@@ -420,6 +422,28 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
     return best[2], best[3]
 
 
+def _continued_number(value: str, rest: Sequence[Word], height: float) -> str:
+    """A number printed in groups joined by dashes or slashes with spaces around them
+    ("HA007 - 123123 - 37816396", "083 -72561"): the groups belong to it."""
+    parts = [value]
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        text = word.text.strip()
+        if text in {"-", "–", "/"} and i + 1 < len(rest):
+            nxt = rest[i + 1].text.strip()
+            if re.fullmatch(r"[A-Za-z]{0,4}\d[\w\-/.]*", nxt) and not find_dates(nxt):
+                parts += [text, nxt]
+                i += 2
+                continue
+        elif re.fullmatch(r"[-–/]\d[\w\-/]*", text) and not find_dates(text):
+            parts.append(text)
+            i += 1
+            continue
+        break
+    return " ".join(parts) if len(parts) > 1 and height > 0 else value
+
+
 _PLAIN_NUMBER = re.compile(r"^(?:nummer|number|numero|no\.?|nr\.?|n°)\s*:?\s+(\S+)")
 
 
@@ -431,12 +455,14 @@ def _number_under_title(doc: Doc) -> list[tuple[float, int, str, Line]]:
     for hit in doc.hits_of("invoice_number"):
         if hit.spec.kind != "title":
             continue
-        for step in (1, 2):
+        for step in (1, 2, 3):
             line = by_index.get(hit.line.index + step)
             if line is None or line.page != hit.line.page:
                 break
             for start, end in line.segments():
-                if abs(line.words[start].x0 - hit.x0) > 2 * line.height:
+                x0, x1 = line.words[start].x0, line.words[end - 1].x1
+                # Left-aligned under the title, or right-aligned with it.
+                if min(abs(x0 - hit.x0), abs(x1 - hit.x1)) > 3 * line.height:
                     continue
                 match = _PLAIN_NUMBER.match(norm(line.words_between(start, end)))
                 value = _looks_like_number(match.group(1), False) if match else None
@@ -481,13 +507,20 @@ def find_invoice_dates(doc: Doc, number_line: Line | None) -> tuple[date | None,
     # "Invoice RE-2017/505 of 09.05.2017": a date right after the number is the issue date.
     if number_line is not None:
         match = re.search(
-            r"(?<![a-z])(?:vom|von|du|of|dated|van|from|le|dd\.?)\s+(.+)$", number_line.ntext
+            r"(?<![a-z])(?:vom|von|du|of|dated|van|from|le|dd\.?|del)(?:\s+(.+))?$",
+            number_line.ntext,
         )
         if match:
-            found = find_dates(match.group(1), month_first=doc.month_first)
+            rest = match.group(1) or ""
+            after = number_line
+            if not rest:  # "Nr. 01.234 vom" with the date wrapped onto the next line
+                nxt = next((ln for ln in doc.lines if ln.index == number_line.index + 1), None)
+                if nxt is not None and nxt.page == number_line.page:
+                    rest, after = nxt.ntext, nxt
+            found = find_dates(rest, month_first=doc.month_first)
             if found and found[0].start == 0:
-                issue.append(Candidate(found[0].value, 3.2, number_line.index, "after-number"))
-                claimed.add((number_line.index, found[0].value))
+                issue.append(Candidate(found[0].value, 3.2, after.index, "after-number"))
+                claimed.add((after.index, found[0].value))
     # Service periods ("vom 01.11. bis 30.11.", "du ... au ...") are neither date.
     for line in doc.lines:
         dates = find_dates(line.ntext, month_first=doc.month_first)
@@ -599,8 +632,38 @@ def _reread_amounts(doc: Doc, group: list[Candidate], limit: int = 3) -> list[Ca
     return extra
 
 
+_EXEMPT = re.compile(
+    r"(?<![a-z])(?:keine\s+umsatzsteuer|steuerfrei|umsatzsteuerbefreit|steuerbefreit"
+    r"|§\s*19\s*ustg|innergemeinschaftliche|reverse\s+charge|autoliquidation"
+    r"|tva\s+non\s+applicable|exonere\w*|293\s*b|vat\s+exempt|exempt\s+from\s+vat"
+    r"|tax\s+exempt|intra-?community|btw\s+verlegd|vrijgesteld|esente\s+iva|exento\s+de\s+iva)"
+)
+_RATE = re.compile(r"^\(?\d{1,2}(?:[.,]\d{1,2})?\s?%\)?$|^%$")
+
+
+def _vat_rows(doc: Doc) -> list[tuple[Line, Decimal, Decimal, Decimal]]:
+    """Rows of a tax breakdown ("19 %  516,75  98,18  614,93"): a rate and three amounts with
+    net + tax = gross. One row per rate; their sums are the document's totals."""
+    rows: list[tuple[Line, Decimal, Decimal, Decimal]] = []
+    for line in doc.lines:
+        if not any(_RATE.match(w.text) or w.text.endswith("%") for w in line.words):
+            continue
+        values = [a.value for a in amounts_in(line.words) if a.value >= 0]
+        found = None
+        for i, j, k in itertools.combinations(range(len(values)), 3):
+            net, tax, gross = values[i], values[j], values[k]
+            if gross > 0 and tax < gross and abs(net + tax - gross) <= _TOLERANCE:
+                found = (net, tax, gross)
+                break
+        if found is not None:
+            rows.append((line, *found))
+    return rows
+
+
 def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
-    """(subtotal, tax, total), preferring the combination where subtotal + tax = total."""
+    """(subtotal, tax, total): the total best supported by its label, by amounts that add up
+    to it (subtotal + tax, or a tax breakdown's rows) and by being the largest labelled total;
+    then the subtotal and tax that agree with it."""
     cands: dict[str, list[Candidate]] = defaultdict(list)
     last_page = len(doc.pages) - 1
     for hit in doc.hits_of(*L.AMOUNT_FIELDS):
@@ -608,50 +671,84 @@ def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | Non
             if hit.line.page == last_page:
                 cand.score += 0.1
             cands[hit.field].append(cand)
-    totals = [c for c in cands["total"] if c.value > 0]
+    totals = [c for c in cands["total"] if c.value >= 0]
     totals += [
-        Candidate(c.value, c.score - 0.8, c.line, c.source, c.where)
+        Candidate(c.value, c.score - 0.8, c.line, "amount_due", c.where)
         for c in cands["amount_due"]
         if c.value > 0
     ]
     subtotals = [c for c in cands["subtotal"] if c.value > 0]
     taxes = [c for c in cands["tax"] if c.value >= 0]
+    rows = _vat_rows(doc)
+    if rows:
+        # Only the rows of one breakdown: the last block of consecutive rate lines.
+        block = [rows[-1]]
+        for row in reversed(rows[:-1]):
+            if block[0][0].index - row[0].index <= 2:
+                block.insert(0, row)
+            else:
+                break
+        line = block[-1][0].index
+        net = sum((r[1] for r in block), Decimal(0))
+        tax = sum((r[2] for r in block), Decimal(0))
+        gross = sum((r[3] for r in block), Decimal(0))
+        weight = 2.6 if len(block) > 1 else 2.2
+        subtotals.append(Candidate(net, weight, line, "breakdown"))
+        taxes.append(Candidate(tax, weight + 0.3, line, "breakdown"))
+        totals.append(Candidate(gross, weight - 0.2, line, "breakdown"))
 
-    best = _consistent(totals, subtotals, taxes)
+    best = _choose_total(totals, subtotals, taxes)
     if best is None and doc.reread is not None:
         # OCR misread a digit somewhere ("3716,37"): read the strongest candidates again.
         for group in (totals, subtotals, taxes):
             group.extend(_reread_amounts(doc, group))
-        best = _consistent(totals, subtotals, taxes)
-    if best is not None:
-        return best[2].value, best[3].value, best[1].value
-
-    total_best = max(totals, key=lambda c: (c.score, c.line, c.value), default=None)
-    if total_best is None:
+        best = _choose_total(totals, subtotals, taxes)
+    if best is None:
         sub_only = max(subtotals, key=lambda c: (c.score, c.line), default=None)
         tax_only = max(taxes, key=lambda c: (c.score, c.line), default=None)
         return (sub_only.value if sub_only else None, tax_only.value if tax_only else None, None)
-    total_value = total_best.value
+    total = best.value
+    pair = _consistent([best], subtotals, taxes)
+    if pair is not None:
+        return pair[2].value, pair[3].value, total
     # Several tax rates, each on its own line, adding up with the subtotal.
-    tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score)}
+    tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score) if c.value > 0}
     for sub in sorted(subtotals, key=lambda c: -c.score):
-        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total_value) <= (
-            _TOLERANCE
-        ):
-            return sub.value, sum(tax_lines.values(), Decimal(0)), total_value
+        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total) <= (_TOLERANCE):
+            return sub.value, sum(tax_lines.values(), Decimal(0)), total
+    exempt = any(_EXEMPT.search(line.ntext) for line in doc.lines)
     # No tax at all (exempt, reverse charge): the net amount is the total.
-    if any(s.value == total_value for s in subtotals):
+    if any(s.value == total for s in subtotals) or (exempt and not taxes):
         tax_zero = next((t.value for t in taxes if t.value == 0), None)
-        return total_value, tax_zero, total_value
-    sub_best = max(
-        (c for c in subtotals if c.value <= total_value), key=lambda c: c.score, default=None
-    )
-    tax_best = max((c for c in taxes if c.value < total_value), key=lambda c: c.score, default=None)
-    return (
-        sub_best.value if sub_best else None,
-        tax_best.value if tax_best else None,
-        total_value,
-    )
+        if tax_zero is None and exempt:
+            tax_zero = Decimal("0.00")
+        return total, tax_zero, total
+    sub_best = max((c for c in subtotals if c.value <= total), key=lambda c: c.score, default=None)
+    tax_best = max((c for c in taxes if c.value < total), key=lambda c: c.score, default=None)
+    return (sub_best.value if sub_best else None, tax_best.value if tax_best else None, total)
+
+
+def _choose_total(
+    totals: list[Candidate], subtotals: list[Candidate], taxes: list[Candidate]
+) -> Candidate | None:
+    """The total whose label, agreeing amounts and size make the best case."""
+    if not totals:
+        return None
+    strong = [c.value for c in totals if c.score >= 2]
+    largest = max(strong, default=None)
+    best: tuple[float, int, Candidate] | None = None
+    for cand in totals:
+        support = cand.score
+        if _consistent([cand], subtotals, taxes) is not None:
+            support += 1.0
+        if largest is not None and cand.value == largest:
+            support += 0.6
+        if cand.value == 0:
+            support -= 0.5  # a balance of 0.00 is more often "nothing left to pay"
+        key = (support, cand.line, cand)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best is not None else None
 
 
 # --- currency ------------------------------------------------------------------------------

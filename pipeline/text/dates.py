@@ -43,6 +43,10 @@ _OCR_DOTTED_DATE = re.compile(
 _DAY_MONTH_YEAR = re.compile(
     rf"(?<![\d])(\d{{1,2}})(?:er|st|nd|rd|th|e)?\.?\s*(?:de\s+)?({_MONTH_RE})\.?,?\s*(\d{{4}})(?!\d)"
 )
+# "20260815": eight digits standing alone, a plausible year first.
+_COMPACT_DATE = re.compile(
+    r"(?<![\d.,/-])((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?![\d.,/-])"
+)
 _MONTH_DAY_YEAR = re.compile(
     rf"(?<![a-z])({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})(?!\d)"
 )
@@ -131,6 +135,11 @@ def find_dates(text: str, *, month_first: bool = False) -> list[FoundDate]:
             continue
         value = _make_date(int(match[3]), int(match[2]), int(match[1]))
         if value is not None:
+            found.append(FoundDate(value, match.start(), match.end()))
+            taken.append((match.start(), match.end()))
+    for match in _COMPACT_DATE.finditer(lowered):
+        value = _make_date(int(match[1]), int(match[2]), int(match[3]))
+        if value is not None and free(match.start(), match.end()):
             found.append(FoundDate(value, match.start(), match.end()))
             taken.append((match.start(), match.end()))
     found.sort(key=lambda d: d.start)

@@ -886,7 +886,7 @@ def _block_below(doc: Doc, seg: _Segment, max_lines: int = 6) -> list[_Segment]:
 
 
 # Separators of a sender line; OCR reads a bullet as "e", "o", "©" or "*" on its own.
-_SENDER_SPLIT = re.compile(r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,)\s*")
+_SENDER_SPLIT = re.compile(r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,|\.\s(?=[A-Z0-9]))\s*")
 
 
 def _sender_parts(text: str) -> list[str]:
@@ -959,6 +959,24 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
 
     domains = _domains(doc, customer_lines)
     keys = [f" {_name_key(s.text)} " for s in segments]
+    # The letterhead: the first name on the first page, unless it is the addressee's.
+    heading = next(
+        (
+            c
+            for c in sorted(candidates, key=lambda c: (c.line.index, c.x0))
+            if c.line.page == 0
+            and doc.rel_y(c.line) < 0.35
+            and c.line.index not in customer_lines
+            and (sender is None or c.line.index != sender.line.index)
+            and sum(ch.isalpha() for ch in c.text) >= 4
+        ),
+        None,
+    )
+    # Two names side by side at the top (sender and recipient columns) say nothing by order.
+    if heading is not None and not any(
+        c is not heading and c.line.index == heading.line.index for c in candidates
+    ):
+        heading.score += 1.5 if heading.line.height >= doc.text_height else 1.0
     for seg in candidates:
         key = _name_key(seg.text)
         if _LEGAL.search(seg.ntext):
@@ -1008,6 +1026,9 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
         vendor_address = _address_after(doc, best, foreign)
     elif sender_name:
         vendor_name = sender_name
+    elif domains:
+        # Only the company's own web or mail domain names it (the name is in the logo).
+        vendor_name = _domain_name(doc, customer_lines)
     if (
         vendor_name
         and sender_name
@@ -1128,6 +1149,19 @@ def _domains(doc: Doc, customer_lines: set[int]) -> set[str]:
             if name and name not in _MAIL_PROVIDERS:
                 found.add(re.sub(r"[^a-z0-9]", "", name))
     return found
+
+
+def _domain_name(doc: Doc, customer_lines: set[int]) -> str | None:
+    """The first own web or mail domain on the first page, as a name ("www.azimut.com" ->
+    "Azimut")."""
+    for line in doc.lines:
+        if line.index in customer_lines or line.page != 0:
+            continue
+        for match in _EMAIL_OR_WEB.finditer(line.ntext):
+            name = match.group(2) or match.group(4)
+            if name and name not in _MAIL_PROVIDERS and len(name) >= 3:
+                return name.replace("-", " ").title()
+    return None
 
 
 def _similar(a: str, b: str) -> bool:

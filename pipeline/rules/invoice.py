@@ -791,6 +791,8 @@ _POSTCODE = re.compile(
 _SEPARATORS = re.compile(r"\s[·•●|–-]\s|·|•|●|\|")
 _EMAIL_OR_WEB = re.compile(
     r"[\w.+-]+@([\w-]+\.)*([\w-]+)\.[a-z]{2,}|(?:https?://|www\.)([\w-]+\.)*?([\w-]+)\.[a-z]{2,}"
+    # A bare web address ("hampton.com"), under the common top-level domains only.
+    r"|(?<![\w@.])()([a-z][\w-]{2,})\.(?:com|net|org|eu|de|fr|nl|be|at|ch|it|es|co\.uk|io)(?![\w.])"
 )
 _NOT_A_NAME = re.compile(
     r"@|www\.|https?:|(?<![a-z])(?:tel|fax|phone|fon|telefon|iban|bic|swift|page|seite|email"
@@ -917,6 +919,16 @@ def _return_address(doc: Doc, segments: Sequence[_Segment]) -> _Segment | None:
     return None
 
 
+# "Nummer : 549910", "GLN:", "Kundennr. 12": a key and its value, not a name.
+_KEY_VALUE = re.compile(r"^[^\W\d][\w.\- ]{0,24}:\s*(?:\S*\d\S*)?$|^[^:]{0,25}:$")
+
+
+_SALUTATION = re.compile(
+    r"^(?:herrn?|frau|mr\.?|mrs\.?|ms\.?|m\.|mme|monsieur|madame|dhr\.?|mevr\.?|sig\.?(?:ra)?)$",
+    re.IGNORECASE,
+)
+
+
 def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
     """(vendor name, vendor address, customer name)."""
     first_page = {0}
@@ -934,13 +946,25 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
         if not values:
             continue
         if hit.field == "seller":
-            _mark(candidates, values[0], 5.0)
+            # The first line of the block that is a name, not "Nummer: 549910" or "Name:".
+            named = next((v for v in values if not _KEY_VALUE.match(v.line.text.strip())), None)
+            if named is not None:
+                _mark(candidates, named, 5.0)
         else:
             head = values[0]
             for seg in values:
                 customer_lines.add(seg.line.index)
             if hit.field == "customer" and customer_name is None:
-                customer_name = _clean_name(head.text)
+                named = next(
+                    (
+                        v
+                        for v in values
+                        if not _KEY_VALUE.match(v.line.text.strip())
+                        and not _SALUTATION.match(v.text.strip())
+                    ),
+                    head,
+                )
+                customer_name = _clean_name(named.text)
 
     sender = _return_address(doc, segments)
     sender_name: str | None = None
@@ -1145,7 +1169,7 @@ def _domains(doc: Doc, customer_lines: set[int]) -> set[str]:
         if line.index in customer_lines:
             continue
         for match in _EMAIL_OR_WEB.finditer(line.ntext):
-            name = match.group(2) or match.group(4)
+            name = match.group(2) or match.group(4) or match.group(6)
             if name and name not in _MAIL_PROVIDERS:
                 found.add(re.sub(r"[^a-z0-9]", "", name))
     return found
@@ -1158,7 +1182,7 @@ def _domain_name(doc: Doc, customer_lines: set[int]) -> str | None:
         if line.index in customer_lines or line.page != 0:
             continue
         for match in _EMAIL_OR_WEB.finditer(line.ntext):
-            name = match.group(2) or match.group(4)
+            name = match.group(2) or match.group(4) or match.group(6)
             if name and name not in _MAIL_PROVIDERS and len(name) >= 3:
                 return name.replace("-", " ").title()
     return None

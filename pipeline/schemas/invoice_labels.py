@@ -224,7 +224,9 @@ CUSTOMER = [
         3,
         r"bill\s*to|billed\s*to|invoice\s*to|sold\s*to|customer|client|buyer|acheteur|kunde"
         r"|rechnungsempfanger|rechnungsadresse|empfanger|klant|factuuradres|afnemer"
-        r"|adresse\s*(?:du\s*)?client|adresse\s*de\s*facturation|destinataire|to:|koper|kaufer",
+        r"|adresse\s*(?:du\s*)?client|adresse\s*de\s*facturation|destinataire|to:|koper|kaufer"
+        r"|name\s*(?:&|und|and|et)\s*(?:adresse|anschrift|address)|rechnungsanschrift"
+        r"|guest(?:\s*name)?|gast(?:name)?|intestatario|destinatario|cliente|facturar\s*a",
     ),
     LabelSpec(
         "ship_to",

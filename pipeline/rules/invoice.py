@@ -42,6 +42,9 @@ class Doc:
     month_first: bool = False
     text_height: float = 10.0
     reread: Reread | None = None
+    # Field -> strength of the evidence for the value the rules chose, as a label priority
+    # (3: a specific label; 2: a generic one; below 1.5: position or a guess).
+    evidence: dict[str, float] = field(default_factory=dict)
 
     def hits_of(self, *fields: str) -> list[LabelHit]:
         return [h for line in self.lines for h in self.hits[line.index] if h.field in fields]
@@ -116,7 +119,20 @@ def extract_invoice(pages: Sequence[PageWords], reread: Reread | None = None) ->
     result.currency = find_currency(doc)
     result.vendor_name, result.vendor_address, result.customer_name = find_parties(doc)
     result.line_items = find_line_items(doc)
+    result.confidence = _confidence(result, doc.evidence)
     return result
+
+
+def _confidence(result: InvoiceFields, evidence: dict[str, float]) -> dict[str, float]:
+    """Evidence as 0..1 per filled field: a specific label with agreeing amounts is 1.0, a
+    generic label about 0.67, a value found by position only or as a last resort below 0.5
+    (then the document goes to review)."""
+    values = result.as_dict()
+    return {
+        name: round(max(0.0, min(1.0, strength / 3.0)), 2)
+        for name, strength in evidence.items()
+        if values.get(name) is not None
+    }
 
 
 # --- analysis ------------------------------------------------------------------------------
@@ -127,7 +143,7 @@ def analyse(pages: Sequence[PageWords]) -> Doc:
     lines = [line for page in built for line in page.lines]
     hits = {
         line.index: _party_labels_only_as_headings(
-            line, _outside_brackets(line, find_labels(line, L.ALL_LABELS))
+            line, _not_in_prose(line, _outside_brackets(line, find_labels(line, L.ALL_LABELS)))
         )
         for line in lines
     }
@@ -135,6 +151,19 @@ def analyse(pages: Sequence[PageWords]) -> Doc:
     _restack_headers(doc)
     doc.month_first = _month_first(doc)
     return doc
+
+
+def _not_in_prose(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
+    """Drop labels deep inside a sentence ("... en indiquant le numéro de facture"): a label
+    opens its cell or follows a word or two, it does not end a line of running text."""
+    kept = []
+    for hit in hits:
+        start, _ = line.segment_of(hit.start)
+        before = [w for w in line.words[start : hit.start] if any(c.isalpha() for c in w.text)]
+        if len(before) > 4 and hit.field not in {"seller", "customer", "ship_to"}:
+            continue
+        kept.append(hit)
+    return kept
 
 
 def _outside_brackets(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
@@ -419,6 +448,7 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
     if not candidates:
         return None, None
     best = max(candidates, key=lambda c: (c[0], c[1]))
+    doc.evidence["invoice_number"] = best[0]
     return best[2], best[3]
 
 
@@ -540,7 +570,11 @@ def find_invoice_dates(doc: Doc, number_line: Line | None) -> tuple[date | None,
                 rel = doc.rel_y(line)
                 issue.append(Candidate(free.value, 1.0 - rel, line.index, "position"))
     invoice_date = _best(issue)
+    if issue:
+        doc.evidence["invoice_date"] = max(c.score for c in issue)
     due_date = _best(due)
+    if due:
+        doc.evidence["due_date"] = max(c.score for c in due)
     if invoice_date and due_date and due_date < invoice_date:
         due_date = None
     return invoice_date, due_date
@@ -697,24 +731,29 @@ def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | Non
         taxes.append(Candidate(tax, weight + 0.3, line, "breakdown"))
         totals.append(Candidate(gross, weight - 0.2, line, "breakdown"))
 
-    best = _choose_total(totals, subtotals, taxes)
-    if best is None and doc.reread is not None:
+    chosen = _choose_total(totals, subtotals, taxes)
+    if chosen is None and doc.reread is not None:
         # OCR misread a digit somewhere ("3716,37"): read the strongest candidates again.
         for group in (totals, subtotals, taxes):
             group.extend(_reread_amounts(doc, group))
-        best = _choose_total(totals, subtotals, taxes)
-    if best is None:
+        chosen = _choose_total(totals, subtotals, taxes)
+    if chosen is None:
         sub_only = max(subtotals, key=lambda c: (c.score, c.line), default=None)
         tax_only = max(taxes, key=lambda c: (c.score, c.line), default=None)
+        _evidence(doc, subtotal=_scaled(sub_only), tax=_scaled(tax_only))
         return (sub_only.value if sub_only else None, tax_only.value if tax_only else None, None)
+    best, support = chosen
     total = best.value
+    doc.evidence["total"] = support
     pair = _consistent([best], subtotals, taxes)
     if pair is not None:
+        _evidence(doc, subtotal=3.0, tax=3.0)
         return pair[2].value, pair[3].value, total
     # Several tax rates, each on its own line, adding up with the subtotal.
     tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score) if c.value > 0}
     for sub in sorted(subtotals, key=lambda c: -c.score):
-        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total) <= (_TOLERANCE):
+        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total) <= _TOLERANCE:
+            _evidence(doc, subtotal=2.7, tax=2.7)
             return sub.value, sum(tax_lines.values(), Decimal(0)), total
     exempt = any(_EXEMPT.search(line.ntext) for line in doc.lines)
     # No tax at all (exempt, reverse charge): the net amount is the total.
@@ -722,16 +761,30 @@ def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | Non
         tax_zero = next((t.value for t in taxes if t.value == 0), None)
         if tax_zero is None and exempt:
             tax_zero = Decimal("0.00")
+        _evidence(doc, subtotal=2.5, tax=2.5 if tax_zero is not None else None)
         return total, tax_zero, total
     sub_best = max((c for c in subtotals if c.value <= total), key=lambda c: c.score, default=None)
     tax_best = max((c for c in taxes if c.value < total), key=lambda c: c.score, default=None)
+    _evidence(doc, subtotal=_scaled(sub_best), tax=_scaled(tax_best))
     return (sub_best.value if sub_best else None, tax_best.value if tax_best else None, total)
+
+
+def _scaled(cand: Candidate | None) -> float | None:
+    """A value taken on its own label alone, with nothing adding up to confirm it."""
+    return None if cand is None else 0.8 * cand.score
+
+
+def _evidence(doc: Doc, **strengths: float | None) -> None:
+    for name, strength in strengths.items():
+        if strength:
+            doc.evidence[name] = float(strength)
 
 
 def _choose_total(
     totals: list[Candidate], subtotals: list[Candidate], taxes: list[Candidate]
-) -> Candidate | None:
-    """The total whose label, agreeing amounts and size make the best case."""
+) -> tuple[Candidate, float] | None:
+    """The total whose label, agreeing amounts and size make the best case, with that case's
+    strength."""
     if not totals:
         return None
     strong = [c.value for c in totals if c.score >= 2]
@@ -748,7 +801,7 @@ def _choose_total(
         key = (support, cand.line, cand)
         if best is None or key[:2] > best[:2]:
             best = key
-    return best[2] if best is not None else None
+    return (best[2], best[0]) if best is not None else None
 
 
 # --- currency ------------------------------------------------------------------------------
@@ -778,7 +831,9 @@ def find_currency(doc: Doc) -> str | None:
             votes[code] += 1 + 2 * near_amount + 3 * labelled
     if not votes:
         return None
-    return votes.most_common(1)[0][0]
+    code, count = votes.most_common(1)[0]
+    doc.evidence["currency"] = 3.0 if count >= 3 else 1.5 + 0.5 * count
+    return code
 
 
 # --- parties -------------------------------------------------------------------------------
@@ -1044,15 +1099,18 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
     vendor_address: str | None = None
     if best is not None and best.score >= 3:
         vendor_name = _clean_name(best.text)
+        doc.evidence["vendor_name"] = min(3.0, 0.6 * best.score)
         foreign = set(customer_lines)
         if sender is not None:
             foreign.add(sender.line.index)
         vendor_address = _address_after(doc, best, foreign)
     elif sender_name:
         vendor_name = sender_name
+        doc.evidence["vendor_name"] = 1.8
     elif domains:
         # Only the company's own web or mail domain names it (the name is in the logo).
         vendor_name = _domain_name(doc, customer_lines)
+        doc.evidence["vendor_name"] = 1.2
     if (
         vendor_name
         and sender_name

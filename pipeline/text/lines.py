@@ -85,6 +85,13 @@ class Page:
     lines: list[Line]
 
 
+def make_line(words: Iterable[Word], page: int, index: int = 0) -> Line:
+    """A line of these words, left to right."""
+    line = Line(page=page, words=list(words), index=index)
+    _finish(line)
+    return line
+
+
 def _finish(line: Line) -> None:
     line.words.sort(key=lambda w: w.x0)
     line.text = " ".join(w.text for w in line.words)

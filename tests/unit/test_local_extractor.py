@@ -191,7 +191,7 @@ def test_registered_as_local_and_deterministic() -> None:
 
 
 def test_other_schemas_are_a_configuration_error() -> None:
-    other = SchemaSpec(name="receipt", version="1", model=Invoice, instructions="")
+    other = SchemaSpec(name="purchase_order", version="1", model=Invoice, instructions="")
     request = ExtractionRequest(schema=other, pages=[], renderer=_NoRenderer())
     with pytest.raises(PermanentError) as caught:
         LocalExtractor().call(request)

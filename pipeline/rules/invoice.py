@@ -1093,7 +1093,11 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
     if best is not None:
         # The same name printed twice may read differently by OCR ("Bet Spiel"): take the
         # copy in the largest type, which OCR reads best.
-        twins = [c for c in candidates if _similar(_name_key(c.text), _name_key(best.text))]
+        twins = [
+            c
+            for c in candidates
+            if c is best or _similar(_name_key(c.text), _name_key(best.text))
+        ]
         best = max(twins, key=lambda c: (c.line.height, c.score))
     vendor_name: str | None = None
     vendor_address: str | None = None

@@ -47,6 +47,9 @@ _COMMON_CODES = frozenset(
 _EURO_WORDS = frozenset({"euro", "euros", "eur."})
 
 
+_DOLLARS = {"CA": "CAD", "C": "CAD", "AU": "AUD", "A": "AUD", "NZ": "NZD", "HK": "HKD", "SG": "SGD"}
+
+
 def currency_of_token(token: str) -> str | None:
     """The ISO code a single printed token names, if any ("€", "EUR", "(EUR)", "EURO")."""
     stripped = token.strip("()[]{}:;,.")
@@ -54,16 +57,9 @@ def currency_of_token(token: str) -> str | None:
         return None
     for symbol, code in SYMBOLS.items():
         if stripped == symbol or (len(symbol) == 1 and symbol in stripped):
-            if symbol == "$" and re.search(r"(?:CA|AU|NZ|HK|SG|C|A)\$", stripped):
-                return {
-                    "CA": "CAD",
-                    "C": "CAD",
-                    "AU": "AUD",
-                    "A": "AUD",
-                    "NZ": "NZD",
-                    "HK": "HKD",
-                    "SG": "SGD",
-                }[stripped.split("$")[0]]
+            dollar = re.fullmatch(r"(CA|AU|NZ|HK|SG|C|A)\$.*", stripped)
+            if symbol == "$" and dollar:
+                return _DOLLARS[dollar.group(1)]
             return code
     if stripped.upper() in {"EURO", "EUROS"} or norm(stripped) in _EURO_WORDS:
         return "EUR"

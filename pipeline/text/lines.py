@@ -124,36 +124,48 @@ def group_line_indexes(words: Sequence[Word]) -> list[list[int]]:
         (i for i, w in enumerate(words) if w.text.strip() and w.y1 > w.y0),
         key=lambda i: ((words[i].y0 + words[i].y1) / 2, words[i].x0),
     )
-    lines: list[tuple[list[int], list[float]]] = []  # members with the band [y0, y1]
+    # Per line: members, band [y0, y1], and the x extent of its words (a word wholly right
+    # or left of it cannot clash with any of them).
+    members: list[list[int]] = []
+    bands: list[list[float]] = []
+    extents: list[list[float]] = []
     for i in order:
         word = words[i]
         height = word.y1 - word.y0
         best: tuple[float, int] | None = None
-        for n in range(len(lines) - 1, max(-1, len(lines) - 12), -1):
-            members, band = lines[n]
+        for n in range(len(members) - 1, max(-1, len(members) - 12), -1):
+            band = bands[n]
             overlap = min(band[1], word.y1) - max(band[0], word.y0)
-            need = 0.5 * min(height, band[1] - band[0])
-            if overlap < need:
+            if overlap < 0.5 * min(height, band[1] - band[0]):
                 continue
-            if any(_clash(words[j], word) for j in members):
+            extent = extents[n]
+            if (
+                word.x1 > extent[0]
+                and word.x0 < extent[1]
+                and any(_clash(words[j], word) for j in members[n])
+            ):
                 continue
             if best is None or overlap > best[0]:
                 best = (overlap, n)
         if best is None:
-            lines.append(([i], [word.y0, word.y1]))
+            members.append([i])
+            bands.append([word.y0, word.y1])
+            extents.append([word.x0, word.x1])
         else:
-            members, band = lines[best[1]]
-            members.append(i)
-            count = len(members)
+            n = best[1]
+            members[n].append(i)
+            band, extent = bands[n], extents[n]
+            count = len(members[n])
             # The band follows the running mean so a tall word does not swallow neighbours.
             band[0] += (word.y0 - band[0]) / count
             band[1] += (word.y1 - band[1]) / count
-    result = [sorted(members, key=lambda j: words[j].x0) for members, _ in lines]
+            extent[0], extent[1] = min(extent[0], word.x0), max(extent[1], word.x1)
+    result = [sorted(line, key=lambda j: words[j].x0) for line in members]
 
-    def place(members: list[int]) -> tuple[float, float]:
-        y0 = statistics.median(words[j].y0 for j in members)
-        y1 = statistics.median(words[j].y1 for j in members)
-        return (y0 + y1) / 2, words[members[0]].x0
+    def place(line: list[int]) -> tuple[float, float]:
+        y0 = statistics.median([words[j].y0 for j in line])
+        y1 = statistics.median([words[j].y1 for j in line])
+        return (y0 + y1) / 2, words[line[0]].x0
 
     result.sort(key=place)
     return result

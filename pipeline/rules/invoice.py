@@ -1094,9 +1094,7 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
         # The same name printed twice may read differently by OCR ("Bet Spiel"): take the
         # copy in the largest type, which OCR reads best.
         twins = [
-            c
-            for c in candidates
-            if c is best or _similar(_name_key(c.text), _name_key(best.text))
+            c for c in candidates if c is best or _similar(_name_key(c.text), _name_key(best.text))
         ]
         best = max(twins, key=lambda c: (c.line.height, c.score))
     vendor_name: str | None = None

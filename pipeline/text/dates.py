@@ -41,7 +41,8 @@ _OCR_DOTTED_DATE = re.compile(
     r"(?<![\d.,/])(\d{2})(?:\.\s?|\s|,)(\d{2})(?:\.\s?|\s|,)(\d{4})(?![\d.,])"
 )
 _DAY_MONTH_YEAR = re.compile(
-    rf"(?<![\d])(\d{{1,2}})(?:er|st|nd|rd|th|e)?\.?\s*(?:de\s+)?({_MONTH_RE})\.?,?\s*(\d{{4}})(?!\d)"
+    rf"(?<![\d])(\d{{1,2}})(?:er|st|nd|rd|th|e)?\.?\s*(?:de\s+)?({_MONTH_RE})\.?,?\s*(?:de\s+|del\s+)?"
+    rf"(\d{{4}})(?!\d)"
 )
 # "20260815": eight digits standing alone, a plausible year first.
 _COMPACT_DATE = re.compile(

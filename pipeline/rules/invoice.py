@@ -943,7 +943,11 @@ def _block_below(doc: Doc, seg: _Segment, max_lines: int = 6) -> list[_Segment]:
 
 
 # Separators of a sender line; OCR reads a bullet as "e", "o", "©" or "*" on its own.
-_SENDER_SPLIT = re.compile(r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,|\.\s(?=[A-Z0-9]))\s*")
+# A period ends a part only between two words ("Citv. Massenbergstrasse", OCR's comma) or two
+# numbers ("19-21. 44787"), never in "Bahnhofstr. 3".
+_SENDER_SPLIT = re.compile(
+    r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,|(?<=[a-z]{2})\.\s(?=[A-Z][a-z])|(?<=\d)\.\s(?=\d))\s*"
+)
 
 
 def _sender_parts(text: str) -> list[str]:
@@ -978,6 +982,12 @@ def _return_address(doc: Doc, segments: Sequence[_Segment]) -> _Segment | None:
 _KEY_VALUE = re.compile(r"^[^\W\d][\w.\- ]{0,24}:\s*(?:\S*\d\S*)?$|^[^:]{0,25}:$")
 
 
+def _is_key(seg: _Segment) -> bool:
+    """A key of a key-value pair ("Nummer : 549910", "GLN:"), not a name."""
+    following = seg.line.words[seg.end].text if seg.end < len(seg.line.words) else ""
+    return bool(_KEY_VALUE.match(seg.text.strip())) or following.startswith(":")
+
+
 _SALUTATION = re.compile(
     r"^(?:herrn?|frau|mr\.?|mrs\.?|ms\.?|m\.|mme|monsieur|madame|dhr\.?|mevr\.?|sig\.?(?:ra)?)$",
     re.IGNORECASE,
@@ -1002,7 +1012,7 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
             continue
         if hit.field == "seller":
             # The first line of the block that is a name, not "Nummer: 549910" or "Name:".
-            named = next((v for v in values if not _KEY_VALUE.match(v.line.text.strip())), None)
+            named = next((v for v in values if not _is_key(v)), None)
             if named is not None:
                 _mark(candidates, named, 5.0)
         else:
@@ -1011,12 +1021,7 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
                 customer_lines.add(seg.line.index)
             if hit.field == "customer" and customer_name is None:
                 named = next(
-                    (
-                        v
-                        for v in values
-                        if not _KEY_VALUE.match(v.line.text.strip())
-                        and not _SALUTATION.match(v.text.strip())
-                    ),
+                    (v for v in values if not _is_key(v) and not _SALUTATION.match(v.text.strip())),
                     head,
                 )
                 customer_name = _clean_name(named.text)

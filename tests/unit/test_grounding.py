@@ -530,11 +530,13 @@ def test_a_page_is_grounded_in_milliseconds() -> None:
     ground(data, pages)  # warm the parse caches, as a worker that has run once has
     times = []
     for _ in range(5):
-        start = time.perf_counter()
+        # Process CPU time: other work on a shared machine must not fail the test.
+        start = time.process_time()
         grounding = ground(data, pages)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     assert grounding.ungrounded() == []
-    # ~3 ms on a laptop; the bound only catches a search that went quadratic.
+    # ~3 ms on a laptop, ~11 ms of CPU on a busy 2-core box; the bound only catches a search
+    # that went quadratic.
     assert statistics.median(times) < 0.05
 
 

@@ -424,7 +424,7 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
                 break
             value = _looks_like_number(word.text, title)
             if value is not None:
-                value = _continued_number(value, words[position + 1 :], hit.line.height)
+                value = _continued_number(value, words[position + 1 :])
             break
         score = hit.spec.priority
         if value is None and not title and is_header(hit, hits_in_line):
@@ -452,7 +452,7 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
     return best[2], best[3]
 
 
-def _continued_number(value: str, rest: Sequence[Word], height: float) -> str:
+def _continued_number(value: str, rest: Sequence[Word]) -> str:
     """A number printed in groups joined by dashes or slashes with spaces around them
     ("HA007 - 123123 - 37816396", "083 -72561"): the groups belong to it."""
     parts = [value]
@@ -471,7 +471,7 @@ def _continued_number(value: str, rest: Sequence[Word], height: float) -> str:
             i += 1
             continue
         break
-    return " ".join(parts) if len(parts) > 1 and height > 0 else value
+    return " ".join(parts) if len(parts) > 1 else value
 
 
 _PLAIN_NUMBER = re.compile(r"^(?:nummer|number|numero|no\.?|nr\.?|n°)\s*:?\s+(\S+)")

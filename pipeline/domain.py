@@ -133,6 +133,11 @@ class ProviderReply:
     stop_reason: str | None = None
     truncated: bool = False
     problem: str | None = None  # why `data` is missing or unusable, in one line
+    # How sure the extractor itself is of each field it filled, 0..1, when it can say (the
+    # offline rules can; model APIs do not): weak values send the document to review.
+    confidence: dict[str, float] = field(default_factory=dict)
+    # Doubts the extractor reports about the record as a whole ("the rules failed on page 2").
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -169,6 +174,8 @@ class ExtractionResult:
     calls: list[CallRecord]
     grounding: dict[str, Any] | None = None
     review_reasons: list[str] = field(default_factory=list)
+    confidence: dict[str, float] = field(default_factory=dict)  # see ProviderReply
+    notes: list[str] = field(default_factory=list)
 
     @property
     def needs_review(self) -> bool:

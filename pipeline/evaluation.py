@@ -25,8 +25,12 @@ SCORED_FIELDS: tuple[str, ...] = (
     "tax",
 )
 AMOUNT_FIELDS = frozenset({"total", "tax", "subtotal", "amount_due"})
-# Ground-truth name -> name in our schema, where they differ.
-PREDICTION_KEYS: dict[str, str] = {"date": "invoice_date"}
+# Ground-truth name -> names it may have in the extracted record (invoice, then receipt).
+PREDICTION_KEYS: dict[str, tuple[str, ...]] = {
+    "date": ("invoice_date", "date"),
+    "vendor_name": ("vendor_name", "merchant_name"),
+    "invoice_number": ("invoice_number", "receipt_number"),
+}
 
 _LEGAL_FORMS = frozenset(
     {
@@ -55,6 +59,7 @@ class Case:
     pages: int
     fields: dict[str, Any]
     line_items: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "unknown"  # where the document comes from (the repository or producer)
 
 
 def load_cases(directory: Path | str) -> list[Case]:
@@ -80,11 +85,18 @@ def load_cases(directory: Path | str) -> list[Case]:
                 pages=int(gt.get("pages") or 1),
                 fields=dict(gt.get("fields") or {}),
                 line_items=list(gt.get("line_items") or []),
+                source=_source_of(gt),
             )
         )
     if missing:
         raise FileNotFoundError(f"ground truth names documents not in {docs_dir}: {missing}")
     return cases
+
+
+def _source_of(gt: dict[str, Any]) -> str:
+    """The repository a document comes from ("owner/repo:path" -> "owner/repo")."""
+    source = str(gt.get("source") or "").split(":", 1)[0].strip()
+    return source or "unknown"
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -169,10 +181,18 @@ def score_field(name: str, predicted: Any, expected: Any) -> bool | None:
     return _fold(str(predicted).strip()) == _fold(str(expected).strip())
 
 
+def predicted_value(pred: dict[str, Any], name: str) -> Any:
+    """The extracted value scored against ground-truth field `name`."""
+    for key in PREDICTION_KEYS.get(name, (name,)):
+        if pred.get(key) is not None:
+            return pred[key]
+    return pred.get(name)
+
+
 def score_fields(pred: dict[str, Any], gt_fields: dict[str, Any]) -> dict[str, bool | None]:
     """Every ground-truth field: True/False, or None where the ground truth is null."""
     return {
-        name: score_field(name, pred.get(PREDICTION_KEYS.get(name, name), pred.get(name)), want)
+        name: score_field(name, predicted_value(pred, name), want)
         for name, want in gt_fields.items()
     }
 
@@ -192,6 +212,7 @@ class DocResult:
     latency_s: float = 0.0
     error: str | None = None
     read_by: str | None = None
+    source: str = "unknown"
 
     @property
     def wrong(self) -> list[str]:
@@ -226,16 +247,26 @@ class Report:
     def readers(self) -> list[str]:
         return sorted({d.read_by for d in self.docs if d.read_by})
 
+    @property
+    def sources(self) -> list[str]:
+        return sorted({d.source for d in self.docs})
+
     def accuracy(
-        self, name: str | None = None, kind: str | None = None, read_by: str | None = None
+        self,
+        name: str | None = None,
+        kind: str | None = None,
+        read_by: str | None = None,
+        source: str | None = None,
     ) -> Accuracy:
         """Accuracy of one field (or all scored fields), overall, for one document kind or
-        for the documents one reader read."""
+        source, or for the documents one reader read."""
         names = self.fields if name is None else (name,)
         results = [
             d.scores.get(n)
             for d in self.docs
-            if (kind is None or d.kind == kind) and (read_by is None or d.read_by == read_by)
+            if (kind is None or d.kind == kind)
+            and (read_by is None or d.read_by == read_by)
+            and (source is None or d.source == source)
             for n in names
         ]
         scored = [r for r in results if r is not None]
@@ -271,6 +302,11 @@ class Report:
                 | {"all": acc(self.accuracy(read_by=r))}
                 for r in self.readers
             },
+            "by_source": {
+                s: {n: acc(self.accuracy(n, source=s)) for n in self.fields}
+                | {"all": acc(self.accuracy(None, source=s))}
+                for s in self.sources
+            },
             "cost_usd": usd(self.total_cost_usd),
             "seconds_per_page": {k: self.seconds_per_page(k) for k in self.kinds}
             | {"all": self.seconds_per_page()},
@@ -278,6 +314,7 @@ class Report:
                 {
                     "doc": d.name,
                     "kind": d.kind,
+                    "source": d.source,
                     "pages": d.pages,
                     "scores": d.scores,
                     "wrong": {
@@ -295,7 +332,7 @@ class Report:
 
 
 def _predicted(prediction: dict[str, Any], name: str) -> Any:
-    value = prediction.get(PREDICTION_KEYS.get(name, name), prediction.get(name))
+    value = predicted_value(prediction, name)
     return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
@@ -325,6 +362,7 @@ def evaluate(
                     expected=expected,
                     latency_s=time.perf_counter() - started,
                     error=f"{type(exc).__name__}: {exc}",
+                    source=case.source,
                 )
             )
             continue
@@ -339,6 +377,7 @@ def evaluate(
                 cost_usd=cost,
                 latency_s=latency,
                 read_by=read_by(case.path) if read_by else None,
+                source=case.source,
             )
         )
     return Report(fields=tuple(fields), docs=docs)
@@ -361,6 +400,23 @@ def format_report(report: Report) -> str:
     )
     lines = _table(headers, rows)
     lines.append("")
+    if len(report.sources) > 1:
+        source_rows = [
+            [
+                s,
+                str(sum(1 for d in report.docs if d.source == s)),
+                ", ".join(sorted({d.kind for d in report.docs if d.source == s})),
+                str(report.accuracy(None, source=s)),
+                ", ".join(
+                    f"{n} {report.accuracy(n, source=s)}"
+                    for n in report.fields
+                    if (a := report.accuracy(n, source=s)).scored and a.correct < a.scored
+                ),
+            ]
+            for s in report.sources
+        ]
+        lines += _table(["source", "docs", "kinds", "all fields", "fields below 100%"], source_rows)
+        lines.append("")
     doc_rows = [
         [
             d.name,

@@ -415,7 +415,7 @@ def evaluate_dir(
     out: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
     schema: Annotated[str, typer.Option(help="Schema name.")] = "invoice",
 ) -> None:
-    """Score extraction against ground truth, per field and per document kind."""
+    """Score extraction against ground truth, per field, per document kind and per source."""
     import time
 
     from pipeline.costing import load_price_table

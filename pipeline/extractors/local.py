@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from pipeline.domain import ExtractionRequest, PageContent, PageRenderer, ProviderReply, Usage
-from pipeline.errors import ErrorCategory, PermanentError
+from pipeline.domain import (
+    ExtractionRequest,
+    PageContent,
+    PageRenderer,
+    ProviderReply,
+    Usage,
+    Word,
+)
+from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
 from pipeline.extractors.base import Extractor
 from pipeline.ocr import OcrOptions, PreparedPage, prepare_page
-from pipeline.pages import usable_text_layer
-from pipeline.rules import Box, PageWords, extract_invoice
+from pipeline.rules import Box, PageWords, Reread, RulesAnswer, extract_invoice, extract_receipt
 from pipeline.settings import Settings
+from pipeline.text.layer import trust_text_layer
 
-SUPPORTED_SCHEMAS = ("invoice",)
+log = logging.getLogger(__name__)
+
+# Schema name -> the rules that read it.
+_RULES: dict[str, Callable[[Sequence[PageWords], Reread | None], RulesAnswer]] = {
+    "invoice": extract_invoice,
+    "receipt": extract_receipt,
+}
+SUPPORTED_SCHEMAS = tuple(_RULES)
 
 
 @dataclass(slots=True)
@@ -49,23 +66,30 @@ class LocalExtractor:
         self.ocr_options = ocr_options or OcrOptions()
 
     def call(self, request: ExtractionRequest) -> ProviderReply:
-        if request.schema.name not in SUPPORTED_SCHEMAS:
+        rules = _RULES.get(request.schema.name)
+        if rules is None:
             raise PermanentError(
                 ErrorCategory.CONFIGURATION,
-                f"the local extractor supports only the {', '.join(SUPPORTED_SCHEMAS)} schema, "
+                f"the local extractor supports only the {', '.join(SUPPORTED_SCHEMAS)} schemas, "
                 f"not {request.schema.name!r}; configure a model provider for other schemas",
             )
         pages: list[PageWords] = []
         scans: dict[int, _Scan] = {}  # position in request.pages -> its scan
+        unread: list[str] = []
         for position, page in enumerate(request.pages):
             scan = _Scan(request.renderer, page, self.ocr_dpi, self.ocr_options)
-            if usable_text_layer(page.words):
-                words = list(page.words)
-                if not page.has_text_layer:
-                    # Words an earlier stage read by OCR (same settings): re-readable too.
+            words: list[Word] = list(page.words)
+            if not trust_text_layer(page.words):
+                try:
+                    words = scan.image().read()
                     scans[position] = scan
-            else:
-                words = scan.image().read()
+                except PipelineError:
+                    raise  # Tesseract missing or timing out: the pipeline's to handle
+                except Exception as exc:
+                    log.exception("OCR failed on page %d", page.index + 1)
+                    unread.append(f"page {page.index + 1} could not be read by OCR ({exc})")
+            elif not page.has_text_layer:
+                # Words an earlier stage read by OCR (same settings): re-readable too.
                 scans[position] = scan
             pages.append((words, page.width_pt, page.height_pt))
 
@@ -73,8 +97,34 @@ class LocalExtractor:
             found = scans.get(position)
             return found.reread(box, charset) if found is not None else ""
 
-        fields = extract_invoice(pages, reread if scans else None)
-        return ProviderReply(data=fields.as_dict(), usage=Usage(), request_id=None)
+        reply = read_with_rules(rules, pages, reread if scans else None)
+        reply.notes[:0] = unread
+        return reply
+
+
+def read_with_rules(
+    rules: Callable[[Sequence[PageWords], Reread | None], RulesAnswer],
+    pages: Sequence[PageWords],
+    reread: Reread | None = None,
+) -> ProviderReply:
+    """The rules' answer as a reply. Whatever a page holds, the rules never end a document
+    with a traceback: a failure inside them becomes an empty record with the reason, which
+    sends the document to review."""
+    try:
+        answer = rules(pages, reread)
+    except PipelineError:
+        raise  # an OCR outage or a bad page is the pipeline's to handle, not a rules failure
+    except Exception as exc:
+        log.exception("the offline rules failed; the document goes to review")
+        reason = f"the offline rules failed ({type(exc).__name__}: {exc}); no field was read"
+        return ProviderReply(data=_empty_record(), usage=Usage(), notes=[reason[:500]])
+    return ProviderReply(
+        data=answer.as_dict(), usage=Usage(), confidence=answer.confidence, notes=answer.notes
+    )
+
+
+def _empty_record() -> dict[str, Any]:
+    return {}  # every schema field is optional: an empty record validates as all null
 
 
 @register("local")

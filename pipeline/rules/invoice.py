@@ -13,31 +13,15 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from pipeline.domain import Word
-from pipeline.rules import labels as L
-from pipeline.rules.layout import (
-    LabelHit,
-    LabelSpec,
-    Line,
-    Page,
-    below_words,
-    build_pages,
-    find_labels,
-    is_filler,
-    is_header,
-    page_text_height,
-    right_words,
-)
-from pipeline.rules.text import (
-    ParsedAmount,
-    clean_identifier,
-    currency_of_token,
-    find_dates,
-    format_amount,
-    is_currency_token,
-    needs_amount_nearby,
-    norm,
-    parse_amount,
-)
+from pipeline.rules.layout import below_words, is_header, right_words
+from pipeline.schemas import invoice_labels as L
+from pipeline.text.amounts import ParsedAmount, format_amount, parse_amount
+from pipeline.text.currency import currency_of_token, is_currency_token, needs_amount_nearby
+from pipeline.text.dates import find_dates
+from pipeline.text.identifiers import clean_identifier
+from pipeline.text.labels import LabelHit, LabelSpec, find_labels, is_filler
+from pipeline.text.lines import Line, Page, build_pages, page_text_height
+from pipeline.text.normalise import norm
 
 PageWords = tuple[Sequence[Word], float, float]  # words, width and height in points
 
@@ -58,6 +42,9 @@ class Doc:
     month_first: bool = False
     text_height: float = 10.0
     reread: Reread | None = None
+    # Field -> strength of the evidence for the value the rules chose, as a label priority
+    # (3: a specific label; 2: a generic one; below 1.5: position or a guess).
+    evidence: dict[str, float] = field(default_factory=dict)
 
     def hits_of(self, *fields: str) -> list[LabelHit]:
         return [h for line in self.lines for h in self.hits[line.index] if h.field in fields]
@@ -94,6 +81,9 @@ class InvoiceFields:
     tax: Decimal | None = None
     total: Decimal | None = None
     line_items: list[dict[str, Any]] = field(default_factory=list)
+    # Field -> 0..1, how well the evidence for the value held up (see `_confidence`).
+    confidence: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         def amount(value: Decimal | None) -> str | None:
@@ -129,7 +119,20 @@ def extract_invoice(pages: Sequence[PageWords], reread: Reread | None = None) ->
     result.currency = find_currency(doc)
     result.vendor_name, result.vendor_address, result.customer_name = find_parties(doc)
     result.line_items = find_line_items(doc)
+    result.confidence = _confidence(result, doc.evidence)
     return result
+
+
+def _confidence(result: InvoiceFields, evidence: dict[str, float]) -> dict[str, float]:
+    """Evidence as 0..1 per filled field: a specific label with agreeing amounts is 1.0, a
+    generic label about 0.67, a value found by position only or as a last resort below 0.5
+    (then the document goes to review)."""
+    values = result.as_dict()
+    return {
+        name: round(max(0.0, min(1.0, strength / 3.0)), 2)
+        for name, strength in evidence.items()
+        if values.get(name) is not None
+    }
 
 
 # --- analysis ------------------------------------------------------------------------------
@@ -140,7 +143,7 @@ def analyse(pages: Sequence[PageWords]) -> Doc:
     lines = [line for page in built for line in page.lines]
     hits = {
         line.index: _party_labels_only_as_headings(
-            line, _outside_brackets(line, find_labels(line, L.ALL_LABELS))
+            line, _not_in_prose(line, _outside_brackets(line, find_labels(line, L.ALL_LABELS)))
         )
         for line in lines
     }
@@ -148,6 +151,19 @@ def analyse(pages: Sequence[PageWords]) -> Doc:
     _restack_headers(doc)
     doc.month_first = _month_first(doc)
     return doc
+
+
+def _not_in_prose(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
+    """Drop labels deep inside a sentence ("... en indiquant le numéro de facture"): a label
+    opens its cell or follows a word or two, it does not end a line of running text."""
+    kept = []
+    for hit in hits:
+        start, _ = line.segment_of(hit.start)
+        before = [w for w in line.words[start : hit.start] if any(c.isalpha() for c in w.text)]
+        if len(before) > 4 and hit.field not in {"seller", "customer", "ship_to"}:
+            continue
+        kept.append(hit)
+    return kept
 
 
 def _outside_brackets(line: Line, hits: list[LabelHit]) -> list[LabelHit]:
@@ -407,6 +423,8 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
             if title and (position > 2 or word.x0 - hit.x1 > 4 * hit.line.height):
                 break
             value = _looks_like_number(word.text, title)
+            if value is not None:
+                value = _continued_number(value, words[position + 1 :])
             break
         score = hit.spec.priority
         if value is None and not title and is_header(hit, hits_in_line):
@@ -430,7 +448,30 @@ def find_invoice_number(doc: Doc) -> tuple[str | None, Line | None]:
     if not candidates:
         return None, None
     best = max(candidates, key=lambda c: (c[0], c[1]))
+    doc.evidence["invoice_number"] = best[0]
     return best[2], best[3]
+
+
+def _continued_number(value: str, rest: Sequence[Word]) -> str:
+    """A number printed in groups joined by dashes or slashes with spaces around them
+    ("HA007 - 123123 - 37816396", "083 -72561"): the groups belong to it."""
+    parts = [value]
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        text = word.text.strip()
+        if text in {"-", "–", "/"} and i + 1 < len(rest):
+            nxt = rest[i + 1].text.strip()
+            if re.fullmatch(r"[A-Za-z]{0,4}\d[\w\-/.]*", nxt) and not find_dates(nxt):
+                parts += [text, nxt]
+                i += 2
+                continue
+        elif re.fullmatch(r"[-–/]\d[\w\-/]*", text) and not find_dates(text):
+            parts.append(text)
+            i += 1
+            continue
+        break
+    return " ".join(parts) if len(parts) > 1 else value
 
 
 _PLAIN_NUMBER = re.compile(r"^(?:nummer|number|numero|no\.?|nr\.?|n°)\s*:?\s+(\S+)")
@@ -444,12 +485,14 @@ def _number_under_title(doc: Doc) -> list[tuple[float, int, str, Line]]:
     for hit in doc.hits_of("invoice_number"):
         if hit.spec.kind != "title":
             continue
-        for step in (1, 2):
+        for step in (1, 2, 3):
             line = by_index.get(hit.line.index + step)
             if line is None or line.page != hit.line.page:
                 break
             for start, end in line.segments():
-                if abs(line.words[start].x0 - hit.x0) > 2 * line.height:
+                x0, x1 = line.words[start].x0, line.words[end - 1].x1
+                # Left-aligned under the title, or right-aligned with it.
+                if min(abs(x0 - hit.x0), abs(x1 - hit.x1)) > 3 * line.height:
                     continue
                 match = _PLAIN_NUMBER.match(norm(line.words_between(start, end)))
                 value = _looks_like_number(match.group(1), False) if match else None
@@ -494,13 +537,20 @@ def find_invoice_dates(doc: Doc, number_line: Line | None) -> tuple[date | None,
     # "Invoice RE-2017/505 of 09.05.2017": a date right after the number is the issue date.
     if number_line is not None:
         match = re.search(
-            r"(?<![a-z])(?:vom|von|du|of|dated|van|from|le|dd\.?)\s+(.+)$", number_line.ntext
+            r"(?<![a-z])(?:vom|von|du|of|dated|van|from|le|dd\.?|del)(?:\s+(.+))?$",
+            number_line.ntext,
         )
         if match:
-            found = find_dates(match.group(1), month_first=doc.month_first)
+            rest = match.group(1) or ""
+            after = number_line
+            if not rest:  # "Nr. 01.234 vom" with the date wrapped onto the next line
+                nxt = next((ln for ln in doc.lines if ln.index == number_line.index + 1), None)
+                if nxt is not None and nxt.page == number_line.page:
+                    rest, after = nxt.ntext, nxt
+            found = find_dates(rest, month_first=doc.month_first)
             if found and found[0].start == 0:
-                issue.append(Candidate(found[0].value, 3.2, number_line.index, "after-number"))
-                claimed.add((number_line.index, found[0].value))
+                issue.append(Candidate(found[0].value, 3.2, after.index, "after-number"))
+                claimed.add((after.index, found[0].value))
     # Service periods ("vom 01.11. bis 30.11.", "du ... au ...") are neither date.
     for line in doc.lines:
         dates = find_dates(line.ntext, month_first=doc.month_first)
@@ -520,7 +570,11 @@ def find_invoice_dates(doc: Doc, number_line: Line | None) -> tuple[date | None,
                 rel = doc.rel_y(line)
                 issue.append(Candidate(free.value, 1.0 - rel, line.index, "position"))
     invoice_date = _best(issue)
+    if issue:
+        doc.evidence["invoice_date"] = max(c.score for c in issue)
     due_date = _best(due)
+    if due:
+        doc.evidence["due_date"] = max(c.score for c in due)
     if invoice_date and due_date and due_date < invoice_date:
         due_date = None
     return invoice_date, due_date
@@ -612,8 +666,38 @@ def _reread_amounts(doc: Doc, group: list[Candidate], limit: int = 3) -> list[Ca
     return extra
 
 
+_EXEMPT = re.compile(
+    r"(?<![a-z])(?:keine\s+umsatzsteuer|steuerfrei|umsatzsteuerbefreit|steuerbefreit"
+    r"|§\s*19\s*ustg|innergemeinschaftliche|reverse\s+charge|autoliquidation"
+    r"|tva\s+non\s+applicable|exonere\w*|293\s*b|vat\s+exempt|exempt\s+from\s+vat"
+    r"|tax\s+exempt|intra-?community|btw\s+verlegd|vrijgesteld|esente\s+iva|exento\s+de\s+iva)"
+)
+_RATE = re.compile(r"^\(?\d{1,2}(?:[.,]\d{1,2})?\s?%\)?$|^%$")
+
+
+def _vat_rows(doc: Doc) -> list[tuple[Line, Decimal, Decimal, Decimal]]:
+    """Rows of a tax breakdown ("19 %  516,75  98,18  614,93"): a rate and three amounts with
+    net + tax = gross. One row per rate; their sums are the document's totals."""
+    rows: list[tuple[Line, Decimal, Decimal, Decimal]] = []
+    for line in doc.lines:
+        if not any(_RATE.match(w.text) or w.text.endswith("%") for w in line.words):
+            continue
+        values = [a.value for a in amounts_in(line.words) if a.value >= 0]
+        found = None
+        for i, j, k in itertools.combinations(range(len(values)), 3):
+            net, tax, gross = values[i], values[j], values[k]
+            if gross > 0 and tax < gross and abs(net + tax - gross) <= _TOLERANCE:
+                found = (net, tax, gross)
+                break
+        if found is not None:
+            rows.append((line, *found))
+    return rows
+
+
 def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
-    """(subtotal, tax, total), preferring the combination where subtotal + tax = total."""
+    """(subtotal, tax, total): the total best supported by its label, by amounts that add up
+    to it (subtotal + tax, or a tax breakdown's rows) and by being the largest labelled total;
+    then the subtotal and tax that agree with it."""
     cands: dict[str, list[Candidate]] = defaultdict(list)
     last_page = len(doc.pages) - 1
     for hit in doc.hits_of(*L.AMOUNT_FIELDS):
@@ -621,50 +705,103 @@ def find_totals(doc: Doc) -> tuple[Decimal | None, Decimal | None, Decimal | Non
             if hit.line.page == last_page:
                 cand.score += 0.1
             cands[hit.field].append(cand)
-    totals = [c for c in cands["total"] if c.value > 0]
+    totals = [c for c in cands["total"] if c.value >= 0]
     totals += [
-        Candidate(c.value, c.score - 0.8, c.line, c.source, c.where)
+        Candidate(c.value, c.score - 0.8, c.line, "amount_due", c.where)
         for c in cands["amount_due"]
         if c.value > 0
     ]
     subtotals = [c for c in cands["subtotal"] if c.value > 0]
     taxes = [c for c in cands["tax"] if c.value >= 0]
+    rows = _vat_rows(doc)
+    if rows:
+        # Only the rows of one breakdown: the last block of consecutive rate lines.
+        block = [rows[-1]]
+        for row in reversed(rows[:-1]):
+            if block[0][0].index - row[0].index <= 2:
+                block.insert(0, row)
+            else:
+                break
+        line = block[-1][0].index
+        net = sum((r[1] for r in block), Decimal(0))
+        tax = sum((r[2] for r in block), Decimal(0))
+        gross = sum((r[3] for r in block), Decimal(0))
+        weight = 2.6 if len(block) > 1 else 2.2
+        subtotals.append(Candidate(net, weight, line, "breakdown"))
+        taxes.append(Candidate(tax, weight + 0.3, line, "breakdown"))
+        totals.append(Candidate(gross, weight - 0.2, line, "breakdown"))
 
-    best = _consistent(totals, subtotals, taxes)
-    if best is None and doc.reread is not None:
+    chosen = _choose_total(totals, subtotals, taxes)
+    if chosen is None and doc.reread is not None:
         # OCR misread a digit somewhere ("3716,37"): read the strongest candidates again.
         for group in (totals, subtotals, taxes):
             group.extend(_reread_amounts(doc, group))
-        best = _consistent(totals, subtotals, taxes)
-    if best is not None:
-        return best[2].value, best[3].value, best[1].value
-
-    total_best = max(totals, key=lambda c: (c.score, c.line, c.value), default=None)
-    if total_best is None:
+        chosen = _choose_total(totals, subtotals, taxes)
+    if chosen is None:
         sub_only = max(subtotals, key=lambda c: (c.score, c.line), default=None)
         tax_only = max(taxes, key=lambda c: (c.score, c.line), default=None)
+        _evidence(doc, subtotal=_scaled(sub_only), tax=_scaled(tax_only))
         return (sub_only.value if sub_only else None, tax_only.value if tax_only else None, None)
-    total_value = total_best.value
+    best, support = chosen
+    total = best.value
+    doc.evidence["total"] = support
+    pair = _consistent([best], subtotals, taxes)
+    if pair is not None:
+        _evidence(doc, subtotal=3.0, tax=3.0)
+        return pair[2].value, pair[3].value, total
     # Several tax rates, each on its own line, adding up with the subtotal.
-    tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score)}
+    tax_lines = {c.line: c.value for c in sorted(taxes, key=lambda c: c.score) if c.value > 0}
     for sub in sorted(subtotals, key=lambda c: -c.score):
-        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total_value) <= (
-            _TOLERANCE
-        ):
-            return sub.value, sum(tax_lines.values(), Decimal(0)), total_value
+        if len(tax_lines) >= 2 and abs(sub.value + sum(tax_lines.values()) - total) <= _TOLERANCE:
+            _evidence(doc, subtotal=2.7, tax=2.7)
+            return sub.value, sum(tax_lines.values(), Decimal(0)), total
+    exempt = any(_EXEMPT.search(line.ntext) for line in doc.lines)
     # No tax at all (exempt, reverse charge): the net amount is the total.
-    if any(s.value == total_value for s in subtotals):
+    if any(s.value == total for s in subtotals) or (exempt and not taxes):
         tax_zero = next((t.value for t in taxes if t.value == 0), None)
-        return total_value, tax_zero, total_value
-    sub_best = max(
-        (c for c in subtotals if c.value <= total_value), key=lambda c: c.score, default=None
-    )
-    tax_best = max((c for c in taxes if c.value < total_value), key=lambda c: c.score, default=None)
-    return (
-        sub_best.value if sub_best else None,
-        tax_best.value if tax_best else None,
-        total_value,
-    )
+        if tax_zero is None and exempt:
+            tax_zero = Decimal("0.00")
+        _evidence(doc, subtotal=2.5, tax=2.5 if tax_zero is not None else None)
+        return total, tax_zero, total
+    sub_best = max((c for c in subtotals if c.value <= total), key=lambda c: c.score, default=None)
+    tax_best = max((c for c in taxes if c.value < total), key=lambda c: c.score, default=None)
+    _evidence(doc, subtotal=_scaled(sub_best), tax=_scaled(tax_best))
+    return (sub_best.value if sub_best else None, tax_best.value if tax_best else None, total)
+
+
+def _scaled(cand: Candidate | None) -> float | None:
+    """A value taken on its own label alone, with nothing adding up to confirm it."""
+    return None if cand is None else 0.8 * cand.score
+
+
+def _evidence(doc: Doc, **strengths: float | None) -> None:
+    for name, strength in strengths.items():
+        if strength:
+            doc.evidence[name] = float(strength)
+
+
+def _choose_total(
+    totals: list[Candidate], subtotals: list[Candidate], taxes: list[Candidate]
+) -> tuple[Candidate, float] | None:
+    """The total whose label, agreeing amounts and size make the best case, with that case's
+    strength."""
+    if not totals:
+        return None
+    strong = [c.value for c in totals if c.score >= 2]
+    largest = max(strong, default=None)
+    best: tuple[float, int, Candidate] | None = None
+    for cand in totals:
+        support = cand.score
+        if _consistent([cand], subtotals, taxes) is not None:
+            support += 1.0
+        if largest is not None and cand.value == largest:
+            support += 0.6
+        if cand.value == 0:
+            support -= 0.5  # a balance of 0.00 is more often "nothing left to pay"
+        key = (support, cand.line, cand)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return (best[2], best[0]) if best is not None else None
 
 
 # --- currency ------------------------------------------------------------------------------
@@ -694,7 +831,9 @@ def find_currency(doc: Doc) -> str | None:
             votes[code] += 1 + 2 * near_amount + 3 * labelled
     if not votes:
         return None
-    return votes.most_common(1)[0][0]
+    code, count = votes.most_common(1)[0]
+    doc.evidence["currency"] = 3.0 if count >= 3 else 1.5 + 0.5 * count
+    return code
 
 
 # --- parties -------------------------------------------------------------------------------
@@ -707,6 +846,8 @@ _POSTCODE = re.compile(
 _SEPARATORS = re.compile(r"\s[·•●|–-]\s|·|•|●|\|")
 _EMAIL_OR_WEB = re.compile(
     r"[\w.+-]+@([\w-]+\.)*([\w-]+)\.[a-z]{2,}|(?:https?://|www\.)([\w-]+\.)*?([\w-]+)\.[a-z]{2,}"
+    # A bare web address ("hampton.com"), under the common top-level domains only.
+    r"|(?<![\w@.])()([a-z][\w-]{2,})\.(?:com|net|org|eu|de|fr|nl|be|at|ch|it|es|co\.uk|io)(?![\w.])"
 )
 _NOT_A_NAME = re.compile(
     r"@|www\.|https?:|(?<![a-z])(?:tel|fax|phone|fon|telefon|iban|bic|swift|page|seite|email"
@@ -802,7 +943,11 @@ def _block_below(doc: Doc, seg: _Segment, max_lines: int = 6) -> list[_Segment]:
 
 
 # Separators of a sender line; OCR reads a bullet as "e", "o", "©" or "*" on its own.
-_SENDER_SPLIT = re.compile(r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,)\s*")
+# A period ends a part only between two words ("Citv. Massenbergstrasse", OCR's comma) or two
+# numbers ("19-21. 44787"), never in "Bahnhofstr. 3".
+_SENDER_SPLIT = re.compile(
+    r"\s*(?:[·•●|]|\s[-–eo©®*+»«]\s|,|(?<=[a-z]{2})\.\s(?=[A-Z][a-z])|(?<=\d)\.\s(?=\d))\s*"
+)
 
 
 def _sender_parts(text: str) -> list[str]:
@@ -833,6 +978,22 @@ def _return_address(doc: Doc, segments: Sequence[_Segment]) -> _Segment | None:
     return None
 
 
+# "Nummer : 549910", "GLN:", "Kundennr. 12": a key and its value, not a name.
+_KEY_VALUE = re.compile(r"^[^\W\d][\w.\- ]{0,24}:\s*(?:\S*\d\S*)?$|^[^:]{0,25}:$")
+
+
+def _is_key(seg: _Segment) -> bool:
+    """A key of a key-value pair ("Nummer : 549910", "GLN:"), not a name."""
+    following = seg.line.words[seg.end].text if seg.end < len(seg.line.words) else ""
+    return bool(_KEY_VALUE.match(seg.text.strip())) or following.startswith(":")
+
+
+_SALUTATION = re.compile(
+    r"^(?:herrn?|frau|mr\.?|mrs\.?|ms\.?|m\.|mme|monsieur|madame|dhr\.?|mevr\.?|sig\.?(?:ra)?)$",
+    re.IGNORECASE,
+)
+
+
 def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
     """(vendor name, vendor address, customer name)."""
     first_page = {0}
@@ -850,13 +1011,20 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
         if not values:
             continue
         if hit.field == "seller":
-            _mark(candidates, values[0], 5.0)
+            # The first line of the block that is a name, not "Nummer: 549910" or "Name:".
+            named = next((v for v in values if not _is_key(v)), None)
+            if named is not None:
+                _mark(candidates, named, 5.0)
         else:
             head = values[0]
             for seg in values:
                 customer_lines.add(seg.line.index)
             if hit.field == "customer" and customer_name is None:
-                customer_name = _clean_name(head.text)
+                named = next(
+                    (v for v in values if not _is_key(v) and not _SALUTATION.match(v.text.strip())),
+                    head,
+                )
+                customer_name = _clean_name(named.text)
 
     sender = _return_address(doc, segments)
     sender_name: str | None = None
@@ -875,6 +1043,24 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
 
     domains = _domains(doc, customer_lines)
     keys = [f" {_name_key(s.text)} " for s in segments]
+    # The letterhead: the first name on the first page, unless it is the addressee's.
+    heading = next(
+        (
+            c
+            for c in sorted(candidates, key=lambda c: (c.line.index, c.x0))
+            if c.line.page == 0
+            and doc.rel_y(c.line) < 0.35
+            and c.line.index not in customer_lines
+            and (sender is None or c.line.index != sender.line.index)
+            and sum(ch.isalpha() for ch in c.text) >= 4
+        ),
+        None,
+    )
+    # Two names side by side at the top (sender and recipient columns) say nothing by order.
+    if heading is not None and not any(
+        c is not heading and c.line.index == heading.line.index for c in candidates
+    ):
+        heading.score += 1.5 if heading.line.height >= doc.text_height else 1.0
     for seg in candidates:
         key = _name_key(seg.text)
         if _LEGAL.search(seg.ntext):
@@ -912,18 +1098,26 @@ def find_parties(doc: Doc) -> tuple[str | None, str | None, str | None]:
     if best is not None:
         # The same name printed twice may read differently by OCR ("Bet Spiel"): take the
         # copy in the largest type, which OCR reads best.
-        twins = [c for c in candidates if _similar(_name_key(c.text), _name_key(best.text))]
+        twins = [
+            c for c in candidates if c is best or _similar(_name_key(c.text), _name_key(best.text))
+        ]
         best = max(twins, key=lambda c: (c.line.height, c.score))
     vendor_name: str | None = None
     vendor_address: str | None = None
     if best is not None and best.score >= 3:
         vendor_name = _clean_name(best.text)
+        doc.evidence["vendor_name"] = min(3.0, 0.6 * best.score)
         foreign = set(customer_lines)
         if sender is not None:
             foreign.add(sender.line.index)
         vendor_address = _address_after(doc, best, foreign)
     elif sender_name:
         vendor_name = sender_name
+        doc.evidence["vendor_name"] = 1.8
+    elif domains:
+        # Only the company's own web or mail domain names it (the name is in the logo).
+        vendor_name = _domain_name(doc, customer_lines)
+        doc.evidence["vendor_name"] = 1.2
     if (
         vendor_name
         and sender_name
@@ -1040,10 +1234,23 @@ def _domains(doc: Doc, customer_lines: set[int]) -> set[str]:
         if line.index in customer_lines:
             continue
         for match in _EMAIL_OR_WEB.finditer(line.ntext):
-            name = match.group(2) or match.group(4)
+            name = match.group(2) or match.group(4) or match.group(6)
             if name and name not in _MAIL_PROVIDERS:
                 found.add(re.sub(r"[^a-z0-9]", "", name))
     return found
+
+
+def _domain_name(doc: Doc, customer_lines: set[int]) -> str | None:
+    """The first own web or mail domain on the first page, as a name ("www.azimut.com" ->
+    "Azimut")."""
+    for line in doc.lines:
+        if line.index in customer_lines or line.page != 0:
+            continue
+        for match in _EMAIL_OR_WEB.finditer(line.ntext):
+            name = match.group(2) or match.group(4) or match.group(6)
+            if name and name not in _MAIL_PROVIDERS and len(name) >= 3:
+                return name.replace("-", " ").title()
+    return None
 
 
 def _similar(a: str, b: str) -> bool:

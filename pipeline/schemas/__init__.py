@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from pipeline.checks import Rule
 from pipeline.errors import ErrorCategory, PermanentError
+from pipeline.schemas.vocabulary import Vocabulary
 
 BUILTIN = "builtin"
 
@@ -28,6 +29,10 @@ class SchemaSpec:
     instructions: str
     rules: Sequence[Rule] = field(default_factory=tuple)  # business rules beyond the types
     source: str = BUILTIN  # where a user schema came from (its ref), so clashes can be named
+    # Fields a record must have to be trusted: a document without one goes to review.
+    required: tuple[str, ...] = ()
+    # What the fields are called on a page: grounding and the offline rules read it.
+    vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
     def json_schema(self) -> dict[str, Any]:
         # Pydantic rebuilds it on every call (~2 ms, once per model call); a copy is 0.1 ms and

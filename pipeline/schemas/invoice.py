@@ -7,8 +7,9 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline import checks
-from pipeline.schemas import SchemaSpec, register_schema
+from pipeline.schemas import SchemaSpec, invoice_labels, register_schema
 from pipeline.schemas.fields import Amount, clean_text, iso_currency_code
+from pipeline.schemas.vocabulary import Vocabulary
 
 
 class LineItem(BaseModel):
@@ -46,6 +47,50 @@ class Invoice(BaseModel):
         return clean_text(value)
 
 
+_DATE_LABEL = r"date|datum|fecha|^data$|invoice|rechnung|factu|fattura"
+_NOT_ISSUE_DATE = (
+    r"due|ship|deliver|liefer|leistung|fallig|echeance|livraison|order|bestell|auftrag"
+    r"|period|debut|^fin$|^end$|start|verval|valid|zahlbar|payment"
+)
+
+VOCABULARY = Vocabulary(
+    kinds={
+        "invoice_number": "identifier",
+        "invoice_date": "date",
+        "due_date": "date",
+        "date": "date",
+        "currency": "currency",
+        "subtotal": "amount",
+        "tax": "amount",
+        "total": "amount",
+        "unit_price": "amount",
+        "amount": "amount",
+        "quantity": "quantity",
+        "vendor_name": "text",
+        "vendor_address": "text",
+        "customer_name": "text",
+        "description": "text",
+    },
+    label_words={
+        "invoice_number": r"invoice|rechnung|factu|fattura|nummer|number|numero"
+        r"|^(?:no|nr|n|num|inv|ref|beleg)$",
+        "invoice_date": _DATE_LABEL,
+        "date": _DATE_LABEL,
+        "due_date": r"due|fallig|echeance|zahlbar|payable|verval|scadenza|vencim|^bis$",
+        "total": r"(?<!sub)total|gesamt|summe|brutto|^ttc$|betrag|amount|payer|totaal|^grand"
+        r"|balance|due",
+        "subtotal": r"subtotal|zwischensumme|netto|^net$|^ht$|sous|imponibile",
+        "tax": r"vat|tax|mwst|^ust|tva|btw|^iva$|gst|hst|steuer",
+        "quantity": r"^(?:qty|quantity|menge|anzahl|quantite|qte|aantal|pcs|stk)$",
+    },
+    not_label_words={
+        "invoice_date": _NOT_ISSUE_DATE,
+        "date": _NOT_ISSUE_DATE,
+        "total": r"^(?:ht|net|excl|exkl|zzgl|sub)|tva|vat|tax|mwst|^ust|btw|zwischen",
+    },
+    phrases=invoice_labels.ALL_LABELS,
+)
+
 INVOICE = register_schema(
     SchemaSpec(
         name="invoice",
@@ -64,5 +109,7 @@ INVOICE = register_schema(
             checks.plausible_dates(),
             checks.iso_currency(),
         ),
+        required=("invoice_number", "invoice_date", "total", "vendor_name"),
+        vocabulary=VOCABULARY,
     )
 )

@@ -12,6 +12,7 @@ from pipeline import checks
 from pipeline.checks import Rule, RuleFailure, as_amount, close_enough
 from pipeline.schemas import SchemaSpec, register_schema
 from pipeline.schemas.fields import Amount, clean_text, iso_currency_code
+from pipeline.schemas.vocabulary import Vocabulary
 
 
 class ReceiptLineItem(BaseModel):
@@ -123,6 +124,36 @@ def subtotal_tax_tip_is_total(
     return check
 
 
+VOCABULARY = Vocabulary(
+    kinds={
+        "merchant_name": "text",
+        "merchant_address": "text",
+        "receipt_number": "identifier",
+        "date": "date",
+        "time": "text",
+        "currency": "currency",
+        "subtotal": "amount",
+        "tax": "amount",
+        "tip": "amount",
+        "total": "amount",
+        "payment_method": "text",
+        "description": "text",
+        "quantity": "quantity",
+        "unit_price": "amount",
+        "amount": "amount",
+    },
+    label_words={
+        "receipt_number": r"beleg|bon|receipt|ticket|trans|rechnung|facture|nummer|number"
+        r"|^(?:no|nr|n|num|ref)$",
+        "date": r"date|datum|fecha|^data$",
+        "total": r"(?<!sub)total|gesamt|summe|^zu$|zahlen|betrag|amount|payer|totaal|bar|^eur$",
+        "subtotal": r"subtotal|zwischensumme|netto|^net$|sous",
+        "tax": r"vat|tax|mwst|^ust|tva|btw|^iva$|gst|steuer",
+        "tip": r"tip|trinkgeld|pourboire|gratuity|fooi",
+    },
+    not_label_words={"total": r"^(?:net|sub)|tva|vat|tax|mwst|^ust|btw|zwischen"},
+)
+
 RECEIPT = register_schema(
     SchemaSpec(
         name="receipt",
@@ -145,5 +176,7 @@ RECEIPT = register_schema(
             checks.plausible_dates(fields=("date",), future=dt.timedelta(days=1)),
             checks.iso_currency(),
         ),
+        required=("merchant_name", "date", "total"),
+        vocabulary=VOCABULARY,
     )
 )

@@ -27,6 +27,7 @@ from pipeline.schemas import (
     register_schema,
     schema_names,
 )
+from pipeline.schemas.vocabulary import Vocabulary, kinds_from_json_schema
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "load_schema", "register_user_schemas"]
 
@@ -186,6 +187,7 @@ def _spec_from_model(model: type[BaseModel], ref: str) -> SchemaSpec:
         instructions=_instructions(own.get("__doc__")),
         rules=checked_rules,
         source=ref,
+        vocabulary=Vocabulary(kinds=kinds_from_json_schema(json_schema)),
     )
 
 
@@ -254,6 +256,7 @@ def _load_json_schema(path: Path, ref: str) -> SchemaSpec:
         model=model,
         instructions=_instructions(description if isinstance(description, str) else None),
         source=ref,
+        vocabulary=Vocabulary(kinds=kinds_from_json_schema(model.model_json_schema())),
     )
 
 

@@ -169,6 +169,15 @@ def _ms_since(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
 
+@dataclass(slots=True)
+class _Record:
+    """One chunk's validated record, with what the extractor said of its own answer."""
+
+    data: dict[str, Any]
+    confidence: dict[str, float]
+    notes: list[str]
+
+
 def _extract_chunk(
     extractor: Extractor,
     schema: SchemaSpec,
@@ -177,7 +186,7 @@ def _extract_chunk(
     prices: PriceTable,
     meter: Meter,
     options: ExtractOptions,
-) -> dict[str, Any]:
+) -> _Record:
     """One validated record for these pages, re-asking with the errors when output is invalid."""
     indexes = [p.index for p in pages]
     request = ExtractionRequest(
@@ -203,7 +212,7 @@ def _extract_chunk(
             continue
         checked = validate(schema, reply.data)
         if checked.ok:
-            return checked.data()
+            return _Record(checked.data(), dict(reply.confidence), list(reply.notes))
         problems = ([reply.problem] if reply.problem else []) + checked.errors
         last = meter.calls[-1]
         last.outcome = CallOutcome.INVALID_OUTPUT
@@ -254,7 +263,12 @@ def extract_pages(
     ]
     if not records:
         raise PermanentError(ErrorCategory.BAD_INPUT, "the document has no pages")
-    merged = _merge(records)
+    merged = _merge([r.data for r in records])
+    confidence: dict[str, float] = {}
+    for record in records:  # as _merge takes values: trailing totals from the last chunk
+        for name, value in record.confidence.items():
+            if name not in confidence or name in {"subtotal", "tax", "total"}:
+                confidence[name] = value
     checked = validate(schema, merged)
     if not checked.ok:
         raise PermanentError(
@@ -270,6 +284,8 @@ def extract_pages(
         valid=True,
         errors=[],
         calls=list(meter.calls),
+        confidence=confidence,
+        notes=[note for record in records for note in record.notes],
     )
 
 

@@ -37,10 +37,11 @@ from pipeline.duplicates import check_duplicates
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor, ReviewsItsResult
 from pipeline.ocr import OcrOptions, ocr_page
-from pipeline.pages import Limits, LoadedDocument, open_document, usable_text_layer
+from pipeline.pages import Limits, LoadedDocument, open_document
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.settings import Settings
+from pipeline.text.layer import trust_text_layer
 from pipeline.usecases.einvoice import extractor_for_source
 from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
 from pipeline.usecases.verify import ChunkedPages, verify
@@ -82,9 +83,9 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
 
 
 def ensure_words(page: PageContent, renderer: LoadedDocument, settings: Settings) -> None:
-    """Positioned words for a page without a usable text layer, by OCR (for the offline
-    extractor and for grounding a model's answer)."""
-    if not usable_text_layer(page.words):
+    """Positioned words for a page without a text layer worth reading, by OCR (for the offline
+    extractor and for grounding a model's answer: both then read the same words)."""
+    if not trust_text_layer(page.words):
         image = renderer.render(page.index, settings.ocr_dpi)
         page.words = ocr_page(image, page.width_pt, OcrOptions(strips=settings.ocr_strips))
 
@@ -264,7 +265,7 @@ def check_result(
     """Rules and grounding, with one bounded re-check of fields that break a rule; sets the
     result's grounding and review reasons."""
     assert result.data is not None
-    verdict = verify(schema, result.data, pages)
+    verdict = verify(schema, result.data, pages, confidence=result.confidence, notes=result.notes)
     if verdict.failures and extractor.can_reask and options.max_rechecks > 0:
         result.data = recheck(
             extractor,
@@ -278,7 +279,7 @@ def check_result(
             meter,
             options,
         )
-        verdict = verify(schema, result.data, pages)
+        verdict = verify(schema, result.data, pages, notes=result.notes)
     result.grounding = verdict.grounding
     if isinstance(extractor, ReviewsItsResult):
         result.review_reasons = extractor.review_reasons(

@@ -19,7 +19,7 @@ from pipeline.checks import run_rules
 from pipeline.db.models import Document, Extraction, ReviewCorrection
 from pipeline.domain import DocumentStatus, ObjectRef
 from pipeline.errors import PipelineError
-from pipeline.evaluation import PREDICTION_KEYS, SCORED_FIELDS
+from pipeline.evaluation import SCORED_FIELDS, predicted_value
 from pipeline.schemas import get_schema
 from pipeline.usecases.browse import flatten
 from pipeline.validation import validate
@@ -221,9 +221,7 @@ class ReviewedCase:
     def ground_truth(self) -> dict[str, Any]:
         """The record in the samples' ground-truth format (fields as `pagemill eval` scores
         them, amounts as plain decimal strings)."""
-        fields = {
-            name: _plain(self.data.get(PREDICTION_KEYS.get(name, name))) for name in SCORED_FIELDS
-        }
+        fields = {name: _plain(predicted_value(self.data, name)) for name in SCORED_FIELDS}
         items = self.data.get("line_items")
         line_items = (
             [

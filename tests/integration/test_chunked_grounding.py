@@ -11,6 +11,7 @@ from pipeline.db import repository as repo
 from pipeline.db.models import Extraction
 from pipeline.domain import DocumentStatus
 from pipeline.grounding import ground
+from pipeline.schemas.invoice import INVOICE
 from pipeline.synthetic import make_invoice, render_pdf
 from pipeline.usecases.process import Collaborators
 from tests.support.fake_model_server import FakeModelServer, reply
@@ -78,7 +79,7 @@ def test_multi_chunk_document_is_grounded_chunk_by_chunk(
             select(Extraction.data).where(Extraction.document_id == doc_id)
         ).scalar_one()
     assert data is not None
-    assert grounding == ground(data, whole).to_json()
+    assert grounding == ground(data, whole, vocabulary=INVOICE.vocabulary).to_json()
     if wrong_total:
         assert status is DocumentStatus.NEEDS_REVIEW
         assert fake_model_server.request_count > 4  # the re-check asked again

@@ -117,3 +117,44 @@ def test_a_model_that_obeys_an_injected_instruction_is_caught(
     extraction = _extraction(deps, doc_id)
     reasons = " | ".join(extraction.review_reasons)
     assert "subtotal_plus_tax_is_total" in reasons and "ungrounded: total" in reasons
+
+
+def test_a_record_without_a_required_field_is_sent_to_review(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    """The model read everything it could, but the page's invoice number escaped it: a record
+    without a required field is not `done`, whatever extractor made it."""
+    invoice = make_invoice(43)
+    fake_model_server.fields = {**invoice.expected(), "invoice_number": None}
+    doc_id = upload(
+        deps, bucket_with_queue.bucket, "no-number.pdf", render_pdf(invoice), "anthropic"
+    )
+
+    assert process_document(deps, doc_id) is DocumentStatus.NEEDS_REVIEW
+
+    reasons = _extraction(deps, doc_id).review_reasons
+    assert "missing: invoice_number is required and was not found" in reasons
+    assert not any("total" in reason for reason in reasons)  # the other values held up
+
+
+def test_the_offline_extractor_sends_a_document_without_a_total_to_review(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue
+) -> None:
+    invoice = make_invoice(44)
+    pdf = render_pdf(invoice)
+    # The same invoice with its totals block cut off the page.
+    import pymupdf
+
+    doc = pymupdf.open(stream=pdf, filetype="pdf")
+    page = doc[0]
+    for block in page.search_for("Total") + page.search_for("VAT") + page.search_for("Subtotal"):
+        page.add_redact_annot(pymupdf.Rect(0, block.y0 - 2, page.rect.width, block.y1 + 2))
+    page.apply_redactions()
+    cut: bytes = doc.tobytes()
+    doc.close()
+    doc_id = upload(deps, bucket_with_queue.bucket, "no-total.pdf", cut, "local")
+
+    assert process_document(deps, doc_id) is DocumentStatus.NEEDS_REVIEW
+
+    reasons = _extraction(deps, doc_id).review_reasons
+    assert "missing: total is required and was not found" in reasons

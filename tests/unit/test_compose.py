@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import typer
-import yaml
 
 from pipeline.settings import Settings
 from workers import queues

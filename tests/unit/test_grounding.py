@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -15,20 +16,19 @@ from typing import Any
 import pymupdf
 import pytest
 
-from pipeline import grounding as grounding_module
+from pipeline import grounding
 from pipeline.domain import PageContent
-from pipeline.grounding import (
-    UNGROUNDED,
-    Grounding,
-    GroundingStream,
-    Location,
-    PageWords,
-    ground,
-    ground_chunks,
-)
+from pipeline.grounding import UNGROUNDED, Grounding, Location, PageWords
+from pipeline.grounding.index import PageIndex
 from pipeline.pages import Limits, opened
+from pipeline.schemas.invoice import INVOICE
 from pipeline.synthetic import SyntheticInvoice, make_invoice, render_pdf
 from tests.conftest import SAMPLES
+
+# The invoice schema's vocabulary: which field is an amount, a date, and which words label it.
+ground = functools.partial(grounding.ground, vocabulary=INVOICE.vocabulary)
+ground_chunks = functools.partial(grounding.ground_chunks, vocabulary=INVOICE.vocabulary)
+GroundingStream = functools.partial(grounding.GroundingStream, vocabulary=INVOICE.vocabulary)
 
 SAMPLE_FIELDS = ("invoice_number", "invoice_date", "total", "currency", "vendor_name", "tax")
 # Line-item text the ground truth took from the embedded e-invoice, not from the page.
@@ -516,7 +516,7 @@ def test_streaming_keeps_no_page_between_chunks() -> None:
         stream.add(chunk)
     del chunk
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, grounding_module._Page)]
+    assert not [o for o in gc.get_objects() if isinstance(o, PageIndex)]
     assert stream.result().to_json() == ground(_data(invoice), pages).to_json()
 
 
@@ -530,11 +530,13 @@ def test_a_page_is_grounded_in_milliseconds() -> None:
     ground(data, pages)  # warm the parse caches, as a worker that has run once has
     times = []
     for _ in range(5):
-        start = time.perf_counter()
+        # Process CPU time: other work on a shared machine must not fail the test.
+        start = time.process_time()
         grounding = ground(data, pages)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     assert grounding.ungrounded() == []
-    # ~3 ms on a laptop; the bound only catches a search that went quadratic.
+    # ~3 ms on a laptop, ~11 ms of CPU on a busy 2-core box; the bound only catches a search
+    # that went quadratic.
     assert statistics.median(times) < 0.05
 
 

@@ -24,10 +24,11 @@ from pipeline.extractors import build_extractor
 from pipeline.extractors.local import LocalExtractor
 from pipeline.pages import Limits, opened
 from pipeline.rules import extract_invoice
-from pipeline.rules.text import find_dates, parse_amount, parse_date
 from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.schemas.invoice import Invoice
 from pipeline.settings import Settings
+from pipeline.text.amounts import parse_amount
+from pipeline.text.dates import find_dates, parse_date
 from tests.support.scanned_variants import make_variants
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
@@ -190,7 +191,7 @@ def test_registered_as_local_and_deterministic() -> None:
 
 
 def test_other_schemas_are_a_configuration_error() -> None:
-    other = SchemaSpec(name="receipt", version="1", model=Invoice, instructions="")
+    other = SchemaSpec(name="purchase_order", version="1", model=Invoice, instructions="")
     request = ExtractionRequest(schema=other, pages=[], renderer=_NoRenderer())
     with pytest.raises(PermanentError) as caught:
         LocalExtractor().call(request)

@@ -1,4 +1,5 @@
-"""Invoice label vocabulary in English, German, French and Dutch, as regexes over normalised text.
+"""The invoice schema's label phrases in English, German, French, Dutch, Italian and Spanish,
+as regexes over normalised text.
 
 Normalised means lower case, no accents, ß as ss. Longer phrases beat shorter ones, so "Total
 TVA" is a tax label and not a total, and "N° TVA" is a tax id and not a tax amount.
@@ -6,17 +7,41 @@ TVA" is a tax label and not a total, and "N° TVA" is a tax id and not a tax amo
 
 from __future__ import annotations
 
-from pipeline.rules.layout import LabelSpec
+from pipeline.text.labels import LabelSpec
 
 # Pieces shared by several phrases.
-_NO = r"(?:n\s?[°o*º]\.?|no\.?|nr\.?|number|nummer|numero|num\.?|#|nо)"
-_TAXWORD = r"(?:vat|tax|gst|hst|btw|tva|mwst\.?|ust\.?|umsatzsteuer|mehrwertsteuer|iva)"
+_NO = r"(?:n\s?[°o*º]\.?|no\.?|nr\.?|number|nummer|numero|num\.?|#|nо|n\.)"
+_TAXWORD = (
+    r"(?:vat|tax|gst|hst|btw|tva|mwst\.?|ust\.?|umsatzs?steuer|mehrwertsteuer|iva|steuer"
+    r"|taxe\s*sur\s*la\s*valeur\s*ajoutee|imposta|impuesto|igic)"
+)
+# Words naming the document itself ("Rechnung", "Teilrechnung", "Facture", "Fattura").
+_DOC = (
+    r"(?:[a-z]*rechnung|invoice|facture|factuur|fattura|factura|gutschrift|avoir|credit\s*note"
+    r"|nota\s*di\s*credito|folio|quittung|receipt)"
+)
+# Up to three words between the document's name and its number ("Teilrechnung Bau (875)
+# Nr."), none of which names another party's or document's number.
+_BETWEEN = (
+    r"(?:\s+(?!(?:kunden?|customer|client|order|auftrag|bestell|commande|liefer|steuer|ust|tax"
+    r"|vat|tva|konto|account|contrat|vertrag|projekt|project)\w*)[\w().\-]+){0,3}?"
+)
 _INCL = r"(?:incl\.?|including|inclusive|inc\.?|inkl\.?|inklusive|inclusief|y\s*compris)"
 _EXCL = r"(?:excl\.?|excluding|exclusive|exkl\.?|exklusive|exclusief|zzgl\.?|ohne|hors)"
 
 INVOICE_NUMBER = [
     LabelSpec("invoice_number", 3, rf"invoice\s*{_NO}|invoice\s*id|inv\.?\s*{_NO}"),
-    LabelSpec("invoice_number", 3, rf"rechnungs?\s*-?\s*{_NO}|rechnungs?nr\.?|rechnungs-?nummer"),
+    LabelSpec(
+        "invoice_number",
+        3,
+        rf"rechnungs?\.?\s*-?\s*{_NO}|rechnungs?nr\.?|rechnungs-?nummer|{_DOC}{_BETWEEN}\s*{_NO}",
+    ),
+    LabelSpec(
+        "invoice_number",
+        3,
+        rf"(?:fattura|factura)\s*{_NO}|{_NO}\s*(?:de\s+)?(?:fattura|factura)|numero\s*documento"
+        r"|num\.?\s*doc\.?|folio\s*(?:no\.?|nr\.?|number)|numero\s*de\s*factura",
+    ),
     LabelSpec("invoice_number", 3, rf"facture\s*{_NO}|{_NO}\s*(?:de\s+)?(?:la\s+)?facture"),
     LabelSpec("invoice_number", 3, rf"factuur\s*-?\s*{_NO}|factuurnr\.?|factuurnummer"),
     LabelSpec("invoice_number", 3, rf"bill\s*{_NO}|tax\s*invoice\s*{_NO}"),
@@ -52,9 +77,11 @@ INVOICE_DATE = [
         r"invoice\s*date|date\s*of\s*(?:invoice|issue)|issue\s*date|date\s*issued|issued\s*on"
         r"|billing\s*date|rechnungs?\s*-?\s*datum|belegdatum|ausstellungsdatum"
         r"|datum\s*der\s*rechnung|date\s*(?:de\s*(?:la\s*)?)?factur(?:e|ation)"
-        r"|date\s*d'emission|factuur\s*-?\s*datum|datum\s*factuur",
+        r"|date\s*d'emission|factuur\s*-?\s*datum|datum\s*factuur|data\s*(?:della\s*)?fattura"
+        r"|data\s*(?:del\s*)?documento|data\s*emissione|fecha\s*(?:de\s*)?(?:la\s*)?factura"
+        r"|fecha\s*(?:de\s*)?emision|fecha\s*expedicion",
     ),
-    LabelSpec("invoice_date", 2, r"date|datum|dated|fecha"),
+    LabelSpec("invoice_date", 2, r"date|datum|dated|fecha|data"),
     # The date of a letter: "München, den 01.11.2024", "Paris, le 31 décembre 2018".
     LabelSpec("invoice_date", 2.5, r"(?<=, )(?:den|le)"),
 ]
@@ -96,9 +123,17 @@ TOTAL = [
         r"|gesamtbetrag|gesamtsumme|rechnungsbetrag|rechnungs?summe\s*brutto|bruttobetrag"
         r"|brutto\s*(?:betrag|summe|gesamt)|gesamt\s*brutto|summe\s*brutto|endbetrag|endsumme"
         r"|summe\s*gesamt|gesamt\s*summe|totaal\s*(?:incl\.?|inclusief)\s*(?:btw)?|totaalbedrag"
-        r"|factuurbedrag|factuur\s*totaal|bedrag\s*incl\.?\s*btw",
+        r"|factuurbedrag|factuur\s*totaal|bedrag\s*incl\.?\s*btw"
+        r"|(?:gesamt|rechnungs?)\s*-?\s*(?:betrag|summe)\s*brutto|montant\s*total\s*brut"
+        r"|total\s*brut|gross\s*(?:total|amount)|total\s*gross|totale\s*(?:fattura|documento"
+        r"|generale|complessivo|da\s*pagare)|importe\s*total|total\s*(?:factura|a\s*pagar)"
+        r"|total\s*(?:con\s*)?iva\s*incluido|saldo\s*leistungen|total\s*charges",
     ),
-    LabelSpec("total", 2, r"total|totaal|summe|gesamt|brutto|rechnungssumme|montant\s*total"),
+    LabelSpec(
+        "total",
+        2,
+        r"total|totaal|summe|gesamt|brutto|rechnungssumme|montant\s*total|totale|importe",
+    ),
 ]
 
 AMOUNT_DUE = [
@@ -130,9 +165,16 @@ SUBTOTAL = [
         rf"h\.?t\.?|total\s*hors\s*tax(?:e|es)?|montant\s*(?:total\s*)?h\.?t\.?|sous\s*-?\s*total"
         rf"|subtotaal|totaal\s*{_EXCL}\s*(?:btw)?|total\s*(?:\S+\s*)?{_EXCL}\s*(?:of\s*)?{_TAXWORD}?"
         rf"|total\s*(?:net|before\s*tax)|net\s*(?:amount|total)|amount\s*{_EXCL}\s*{_TAXWORD}"
-        r"|taxable\s*amount|total\s*net\s*amount",
+        r"|taxable\s*amount|total\s*net\s*amount"
+        r"|(?:gesamt|rechnungs?)\s*-?\s*(?:betrag|summe)\s*netto|montant\s*total\s*net"
+        r"|summe\s*der\s*positionen|(?:totale\s*)?imponibile|base\s*imponible|subtotale"
+        r"|importe\s*neto|total\s*(?:sin|antes\s*de)\s*iva",
     ),
-    LabelSpec("subtotal", 2, r"netto|base\s*(?:tva|ht|imposable)|grondslag|bemessungsgrundlage"),
+    LabelSpec(
+        "subtotal",
+        2,
+        r"netto|base\s*(?:tva|ht|imposable)|grondslag|bemessungsgrundlage|neto",
+    ),
     # "Net" alone is also "30 days net": weak, and only ever taken when the sums agree.
     LabelSpec("subtotal", 1.5, r"net"),
 ]
@@ -144,7 +186,10 @@ TAX = [
         rf"total\s*{_TAXWORD}|{_TAXWORD}\s*(?:total|gesamt|amount|betrag|bedrag)"
         rf"|(?:ust|mwst|steuer)\s*\.?\s*-?\s*betrag|summe\s*(?:mwst|ust|steuern?)"
         r"|montant\s*(?:de\s*(?:la\s*)?)?tva|tax\s*amount|sales\s*tax|totaal\s*btw|btw\s*bedrag"
-        r"|steuerbetrag|umsatzsteuer\s*gesamt|mehrwertsteuer\s*gesamt",
+        r"|steuerbetrag|umsatzsteuer\s*gesamt|mehrwertsteuer\s*gesamt"
+        r"|(?:gesamt|rechnungs?)\s*-?\s*(?:betrag|summe)\s*(?:steuer|mwst|ust|umsatzsteuer)"
+        r"|totale\s*(?:iva|imposta)|importe\s*(?:del\s*)?iva|cuota\s*(?:de\s*)?iva"
+        r"|total\s*taxes?|taxes",
     ),
     LabelSpec("tax", 2, _TAXWORD),
 ]
@@ -179,7 +224,9 @@ CUSTOMER = [
         3,
         r"bill\s*to|billed\s*to|invoice\s*to|sold\s*to|customer|client|buyer|acheteur|kunde"
         r"|rechnungsempfanger|rechnungsadresse|empfanger|klant|factuuradres|afnemer"
-        r"|adresse\s*(?:du\s*)?client|adresse\s*de\s*facturation|destinataire|to:|koper|kaufer",
+        r"|adresse\s*(?:du\s*)?client|adresse\s*de\s*facturation|destinataire|to:|koper|kaufer"
+        r"|name\s*(?:&|und|and|et)\s*(?:adresse|anschrift|address)|rechnungsanschrift"
+        r"|guest(?:\s*name)?|gast(?:name)?|intestatario|destinatario|cliente|facturar\s*a",
     ),
     LabelSpec(
         "ship_to",

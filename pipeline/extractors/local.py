@@ -8,7 +8,7 @@ from pipeline.domain import ExtractionRequest, PageContent, PageRenderer, Provid
 from pipeline.errors import ErrorCategory, PermanentError
 from pipeline.extractors import register
 from pipeline.extractors.base import Extractor
-from pipeline.ocr import OcrOptions, PreparedPage, prepare_page
+from pipeline.ocr import THOROUGH, OcrOptions, PreparedPage, prepare_page, thorough_options
 from pipeline.pages import usable_text_layer
 from pipeline.rules import Box, PageWords, extract_invoice
 from pipeline.settings import Settings
@@ -46,7 +46,7 @@ class LocalExtractor:
 
     def __init__(self, ocr_dpi: int = 300, ocr_options: OcrOptions | None = None) -> None:
         self.ocr_dpi = ocr_dpi
-        self.ocr_options = ocr_options or OcrOptions()
+        self.ocr_options = ocr_options or THOROUGH
 
     def call(self, request: ExtractionRequest) -> ProviderReply:
         if request.schema.name not in SUPPORTED_SCHEMAS:
@@ -79,6 +79,4 @@ class LocalExtractor:
 
 @register("local")
 def build_local(settings: Settings) -> Extractor:
-    return LocalExtractor(
-        ocr_dpi=settings.ocr_dpi, ocr_options=OcrOptions(strips=settings.ocr_strips)
-    )
+    return LocalExtractor(ocr_dpi=settings.ocr_dpi, ocr_options=thorough_options(settings))

@@ -70,6 +70,8 @@ class OcrOptions:
     # "when-needed": each clean-up step runs only when a cheap test says the page needs it
     # (skewed, shaded background); "always": every enabled step runs.
     preprocess: Preprocess = "always"
+    # "when-needed": the median glyph height (pixels) the page is scaled to, whatever its dpi.
+    glyph_px: float = 18.0
     tessdata: str | None = None  # None: the distribution's language data folder
 
 
@@ -408,14 +410,19 @@ def prepare_page(
     with timed("preprocess"):
         dpi = gray.shape[1] * 72.0 / page_width_pt
         scale = 1.0
-        if dpi < options.target_dpi * 0.8:
+        if always and dpi < options.target_dpi * 0.8:
             # Low-resolution scans: upsampling gives Tesseract the glyph size it was trained on.
             scale = min(options.target_dpi / dpi, 2.5)
-            interpolation = cv2.INTER_CUBIC
-        elif not always and dpi > options.target_dpi * 1.5:
-            # More pixels than the reading needs: every later step costs per pixel.
-            scale = options.target_dpi / dpi
-            interpolation = cv2.INTER_AREA
+        elif not always:
+            # By the text actually printed, not the resolution a file claims (a photo's is
+            # meaningless): small print is enlarged, a 12-megapixel photo reduced. Tesseract
+            # scales every line to one height for recognition, so the enlargement costs only
+            # in the per-pixel steps.
+            height = glyph_height(gray)
+            if height is not None:
+                wanted = min(max(options.glyph_px / height, 0.4), 2.5)
+                scale = wanted if abs(wanted - 1.0) > 0.15 else 1.0
+        interpolation = cv2.INTER_CUBIC if scale > 1.0 else cv2.INTER_AREA
         if scale != 1.0:
             gray = np.asarray(
                 cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation),
@@ -438,6 +445,31 @@ def prepare_page(
             gray = denoise(gray)
             steps.append("denoise")
     return PreparedPage(gray, work_dpi, options, steps)
+
+
+def glyph_height(gray: GrayImage) -> float | None:
+    """Median height in pixels of the character-sized ink blobs on the page (a mix of x-height
+    and capital height), or None when there is too little text to tell. Measured on at most
+    1,500 pixels a side."""
+    reduce = min(1.0, 1500.0 / max(gray.shape))
+    small = (
+        cv2.resize(gray, None, fx=reduce, fy=reduce, interpolation=cv2.INTER_AREA)
+        if reduce < 1.0
+        else gray
+    )
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        _binarize(np.asarray(small, dtype=np.uint8)), connectivity=8
+    )
+    if count < 2:
+        return None
+    height = stats[1:, cv2.CC_STAT_HEIGHT]
+    width = stats[1:, cv2.CC_STAT_WIDTH]
+    area = stats[1:, cv2.CC_STAT_AREA]
+    # Letters: taller than speckle, not rulings or boxes, not photos.
+    glyphs = height[(height >= 4) & (height <= 120) & (width <= 3 * height) & (area >= 8)]
+    if glyphs.size < 20:
+        return None
+    return float(np.median(glyphs) / reduce)
 
 
 def uneven_background(gray: GrayImage) -> bool:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = all("pages/min" in f and not f.get("timed out") for f in results["setups"].values())
         return 0 if ok and len(results["setups"]) == len(opts.setups) else 1
 
-    guarded("pages", lambda: pages.main(["--repeat", "3", "--big-pages", "200"]
+    guarded("pages", lambda: pages.main(["--repeat", "3", "--big-pages", "200", "--ocr-docs", "4"]
                                         if args.quick else []))
     guarded("stages", lambda: stages.main(["--docs", "20"] if args.quick else []))
     guarded("throughput", run_throughput)

@@ -198,10 +198,10 @@ def settings_table(include_before: bool) -> list[tuple[str, Reader]]:
     table += [
         ("thorough (offline extractor): in process, 4 languages, 300 dpi",
          pipeline_reader(True)),
-        ("fast (model path): eng, 150 dpi, clean-up when needed", pipeline_reader(False)),
+        ("fast (model path): eng+deu, text scaled to 18 px glyphs, clean-up when needed",
+         pipeline_reader(False)),
+        ("fast, eng only", pipeline_reader(False, ocr_grounding_languages="eng")),
         ("fast, 4 languages", pipeline_reader(False, ocr_grounding_languages=DEFAULT_LANGUAGES)),
-        ("fast, 120 dpi", pipeline_reader(False, ocr_grounding_dpi=120)),
-        ("fast, 200 dpi", pipeline_reader(False, ocr_grounding_dpi=200)),
     ]
     rapid = rapidocr_reader()
     if rapid is not None:

@@ -97,7 +97,8 @@ def make_receipt(seed: int) -> dict[str, Any]:
         lines.append(
             {
                 "description": _GOODS[(seed * 3 + n) % len(_GOODS)],
-                "quantity": str(quantity),
+                # A till prints a quantity only when it is not one: nothing to read otherwise.
+                "quantity": str(quantity) if quantity != 1 else None,
                 "unit_price": f"{price:.2f}",
                 "amount": f"{(quantity * price).quantize(_CENT):.2f}",
             }
@@ -134,7 +135,7 @@ def receipt_pdf(fields: dict[str, Any]) -> bytes:
         ("-" * 38, ""),
     ]
     for item in fields["line_items"]:
-        if item["quantity"] != "1":
+        if item["quantity"] is not None:
             rows.append((item["description"], ""))
             rows.append((f"  {item['quantity']} x {_comma(item['unit_price'])}", item["amount"]))
         else:

@@ -189,8 +189,6 @@ def rapidocr_reader(dpi: int = 150) -> Reader | None:
 
 
 def settings_table(include_before: bool) -> list[tuple[str, Reader]]:
-    from pipeline.ocr import DEFAULT_LANGUAGES
-
     table: list[tuple[str, Reader]] = []
     if include_before:
         table.append(("before: tesseract command, 4 languages, 300 dpi, every clean-up",
@@ -198,10 +196,10 @@ def settings_table(include_before: bool) -> list[tuple[str, Reader]]:
     table += [
         ("thorough (offline extractor): in process, 4 languages, 300 dpi",
          pipeline_reader(True)),
-        ("fast (model path): eng+deu, text scaled to 18 px glyphs, clean-up when needed",
+        ("fast (model path): 4 languages, text scaled to 18 px glyphs, clean-up when needed",
          pipeline_reader(False)),
+        ("fast, eng+deu", pipeline_reader(False, ocr_grounding_languages="eng+deu")),
         ("fast, eng only", pipeline_reader(False, ocr_grounding_languages="eng")),
-        ("fast, 4 languages", pipeline_reader(False, ocr_grounding_languages=DEFAULT_LANGUAGES)),
     ]
     rapid = rapidocr_reader()
     if rapid is not None:

@@ -62,10 +62,10 @@ class Settings(BaseSettings):
     ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
     ocr_languages: str = "eng+deu+fra+nld"  # Tesseract language codes joined by "+"
     # OCR for grounding a model's answer: the values are known and only have to be found, so
-    # fewer languages and about the model's own resolution (the page's image is reused when it
-    # is at least 85% of this; the OCR then scales it by the size of the printed text).
+    # about the model's own resolution (the page's image is reused when it is at least 85% of
+    # this; the OCR then scales it by the size of the printed text).
     ocr_grounding_dpi: Annotated[int, Field(ge=72, le=600)] = 150
-    ocr_grounding_languages: str = "eng+deu"
+    ocr_grounding_languages: str = "eng+deu+fra+nld"
     ocr_tessdata_dir: str | None = None  # default: the distribution's tessdata folder
     # Tesseract threads per page; 1 when every core already has a worker process.
     ocr_strips: Annotated[int, Field(ge=1, le=8)] = 1

@@ -15,7 +15,10 @@
 2. Validate (the schema's pydantic model), verify (business rules + grounding) and the database
    write of page rows + payloads (16 pages per transaction, as the prepare stage does, and one
    page per transaction), per page.
-3. Peak memory of the two stages on a 10-page and a 1,000-page PDF (the same 10 pages
+3. OCR of scanned pages, every engine and setting side by side (`bench.ocr`): CPU per page,
+   word accuracy (CER, WER) against the PDFs the scans were rendered from, and the share of
+   values grounded, on generated scans, scanned samples and the development set's scans.
+4. Peak memory of the two stages on a 10-page and a 1,000-page PDF (the same 10 pages
    concatenated 100 times), each stage in a fresh process running the real use case
    (`prepare_document`, then `extract_document` against a fake provider): the process's peak
    RSS (VmHWM; ru_maxrss is printed too, but after fork + exec Linux reports the parent's peak
@@ -362,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--big-pages", type=int, default=1000,
                         help="pages of the big PDF (a multiple of 10)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-ocr", action="store_true")
+    parser.add_argument("--ocr-docs", type=int, default=8,
+                        help="generated scanned documents in the OCR comparison")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--child", choices=("prepare", "extract"), help=argparse.SUPPRESS)
     parser.add_argument("--document-id", type=int, help=argparse.SUPPRESS)
@@ -414,6 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["other"] = other_costs(database_url, args.repeat)
     print()
     print(common.table(["step", "value"], [[k, v] for k, v in results["other"].items()]))
+
+    if not args.skip_ocr:
+        from bench import ocr
+
+        log("OCR engines and settings")
+        print()
+        print("## OCR of scanned pages: engines and settings side by side")
+        results["ocr"] = ocr.compare(args.ocr_docs)
 
     if not args.skip_memory:
         copies = max(1, args.big_pages // 10)

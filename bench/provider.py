@@ -3,7 +3,9 @@
 `tests.support.fake_model_server` with three changes for long runs:
 
 * it answers each call with the fields of the synthetic invoice whose number is in the prompt
-  (the page's text layer), so results validate, ground and finish `done` with one call;
+  (the page's text layer), so results validate, ground and finish `done` with one call; a
+  scanned page has no text layer: with `--answers FILE` (JSON, sha256 of a document's first
+  page image as the pipeline sends it -> fields) it answers by the image instead;
 * latency is drawn from a distribution with a given mean (fixed, uniform or log-normal);
 * it forgets request bodies as soon as they are recorded (thousands of page images would
   otherwise pile up in memory), and it counts calls in flight, writing
@@ -18,6 +20,8 @@ prints its Anthropic base URL on the first line of stdout.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import math
 import random
@@ -60,9 +64,40 @@ def latency_sampler(dist: str, mean: float, spread: float, seed: int) -> Any:
     raise ValueError(f"unknown latency distribution {dist!r}")
 
 
+def first_image_digest(body: Any) -> str | None:
+    """sha256 of the first base64 image in a request body (either API's shape)."""
+    found = _first_image(body, 0)
+    return hashlib.sha256(base64.b64decode(found)).hexdigest() if found else None
+
+
+def _first_image(node: Any, depth: int) -> str | None:
+    if depth > 50:
+        return None
+    if isinstance(node, dict):
+        source = node.get("source")
+        if node.get("type") == "image" and isinstance(source, dict):
+            data = source.get("data")
+            return data if isinstance(data, str) else None
+        image_url = node.get("image_url")
+        if node.get("type") == "image_url" and isinstance(image_url, dict):
+            url = str(image_url.get("url", ""))
+            return url.split(";base64,", 1)[1] if ";base64," in url else None
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _first_image(child, depth + 1)
+        if found:
+            return found
+    return None
+
+
 class BenchModelServer(FakeModelServer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, answers: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.answers = answers or {}
         self.stats_lock = threading.Lock()
         self.calls = 0
         self.in_flight = 0
@@ -79,7 +114,13 @@ class BenchModelServer(FakeModelServer):
 
     def answer(self, request: RecordedRequest) -> Scripted | None:
         match = INVOICE_NUMBER.search(request.prompt_text())
-        return reply(fields=invoice_fields(int(match.group(1)))) if match else None
+        if match:
+            return reply(fields=invoice_fields(int(match.group(1))))
+        if self.answers:
+            fields = self.answers.get(first_image_digest(request.body) or "")
+            if fields is not None:
+                return reply(fields=fields)
+        return None
 
     def _change(self, delta: int) -> None:
         with self.stats_lock:
@@ -122,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-spread", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stats-file", type=Path, default=None)
+    parser.add_argument("--answers", type=Path, default=None,
+                        help="JSON: sha256 of a first page image -> the fields to answer")
     args = parser.parse_args(argv)
 
     server = BenchModelServer(
@@ -131,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             args.latency_dist, args.latency_mean, args.latency_spread, args.seed
         ),
         seed=args.seed,
+        answers=json.loads(args.answers.read_text()) if args.answers else None,
     )
     stop = threading.Event()
 

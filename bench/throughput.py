@@ -11,7 +11,11 @@ Set-ups (each on a fresh bucket, an emptied database and a flushed Redis db):
 * naive: one prefork worker on every queue, one call per process (concurrency 2);
 * high: the fitted set-up at 200 calls in flight (limit 200), where the provider's bound
   (200 ÷ latency) is above what two cores can do: reported against the CPU ceiling measured in
-  the same run.
+  the same run;
+* scanned: the fitted set-up at 64 in flight on scans (`bench.scans`: invoice scans of one and
+  several pages, receipt photos): every page is OCR'd for grounding with the pipeline's fast
+  setting; reported against the lower of the provider's bound and the CPU ceiling, with the
+  CPU per scanned page split by step (measured in this process on the same documents).
 
 Each set-up: start the processes, wait until they are ready, process a few warm-up documents
 (imports, connection pools), then (fitted only) a paced, unsaturated phase that measures the
@@ -41,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,8 @@ class Options:
     docs: int
     naive_docs: int
     high_docs: int
+    scanned_docs: int
+    scanned_pool: int
     limit: int
     high_limit: int
     latency_mean: float
@@ -89,14 +95,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         prog="python -m bench.throughput",
         description="End-to-end throughput against a fake model provider.",
     )
-    parser.add_argument("--setups", default="fitted,naive,high",
-                        help="comma-separated: fitted, naive, high")
+    parser.add_argument("--setups", default="fitted,naive,high,scanned",
+                        help="comma-separated: fitted, naive, high, scanned")
     parser.add_argument("--docs", type=int, default=600,
                         help="one-page documents in the fitted run")
     parser.add_argument("--naive-docs", type=int, default=24,
                         help="documents in the naive run (it does ~40 pages/min)")
     parser.add_argument("--high-docs", type=int, default=800,
                         help="documents in the 200-in-flight run")
+    parser.add_argument("--scanned-docs", type=int, default=160,
+                        help="documents in the scanned run (invoice scans and receipt photos)")
+    parser.add_argument("--scanned-pool", type=int, default=24,
+                        help="distinct scanned documents the uploads cycle through")
     parser.add_argument("--limit", type=int, default=64,
                         help="provider concurrency limit (PAGEMILL_RATE_LIMITS inflight)")
     parser.add_argument("--high-limit", type=int, default=200)
@@ -139,7 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     broker_url = args.broker_url or re.sub(r"(/\d+)?$", f"/{DEFAULT_REDIS_DB}",
                                            settings.broker_url, count=1)
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-    unknown = set(setups) - {"fitted", "naive", "high"}
+    unknown = set(setups) - {"fitted", "naive", "high", "scanned"}
     if unknown:
         parser.error(f"unknown set-up(s): {', '.join(sorted(unknown))}")
     return Options(
@@ -147,6 +157,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         docs=args.docs,
         naive_docs=args.naive_docs,
         high_docs=args.high_docs,
+        scanned_docs=args.scanned_docs,
+        scanned_pool=args.scanned_pool,
         limit=args.limit,
         high_limit=args.high_limit,
         latency_mean=args.latency_mean,
@@ -259,8 +271,32 @@ def flush_redis(broker_url: str) -> None:
 # --- uploads ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PoolItem:
+    """One document the uploads cycle through."""
+
+    data: bytes
+    content_type: str = "application/pdf"
+    extension: str = "pdf"
+    schema: str | None = None  # sent as x-amz-meta-pagemill-schema
+
+
+def pool_keys(prefix: str, count: int, pool: list[PoolItem]) -> list[str]:
+    """Keys for `count` uploads; a document with its own schema goes under PREFIX/SCHEMA/, which
+    the scanned set-up routes (the S3 server here keeps no object metadata)."""
+    keys = []
+    for i in range(count):
+        item = pool[i % len(pool)]
+        folder = f"{prefix}/{item.schema}" if item.schema else prefix
+        keys.append(f"{folder}/{i:06d}.{item.extension}")
+    return keys
+
+
+SCANNED_ROUTES = ";".join(f"{p}/receipt/=receipt" for p in ("warmup", "latency", "load"))
+
+
 class Uploader:
-    def __init__(self, settings: Any, bucket: str, pool: list[bytes]) -> None:
+    def __init__(self, settings: Any, bucket: str, pool: list[PoolItem]) -> None:
         from pipeline import storage
 
         self.bucket = bucket
@@ -276,9 +312,12 @@ class Uploader:
         return client
 
     def put(self, key: str, index: int) -> float:
+        from pipeline.routing import METADATA_KEY
+
+        item = self.pool[index % len(self.pool)]
         self._client().put_object(
-            Bucket=self.bucket, Key=key, Body=self.pool[index % len(self.pool)],
-            ContentType="application/pdf",
+            Bucket=self.bucket, Key=key, Body=item.data, ContentType=item.content_type,
+            Metadata={METADATA_KEY: item.schema} if item.schema else {},
         )
         return time.time()
 
@@ -310,6 +349,7 @@ class Setup:
     workers: list[tuple[str, list[str], int]]  # (name, worker args, PAGEMILL_WORKER_CONCURRENCY)
     latency_docs: int = 0
     slots: int = 0  # calls the set-up can have in flight: min(limit, extract concurrency)
+    scanned: bool = False  # scanned documents, OCR'd for grounding
 
 
 def setups_for(opts: Options) -> list[Setup]:
@@ -352,6 +392,12 @@ def setups_for(opts: Options) -> list[Setup]:
             f"high: prefork prepare c={p} + threads extract c={opts.high_limit}",
             opts.high_limit, opts.high_docs, 0,
         ),
+        "scanned": replace(fitted(
+            "scanned",
+            f"scanned: prefork prepare c={p} + threads extract c={opts.limit}, invoice scans "
+            "and receipt photos, OCR for grounding",
+            opts.limit, opts.scanned_docs, 0,
+        ), scanned=True),
     }
     return [table[name] for name in opts.setups]
 
@@ -383,10 +429,11 @@ class SetupRun:
     """Runs one set-up from start to stop; `figures` holds what it measured."""
 
     def __init__(self, opts: Options, setup: Setup, s3: Helper, engine: Any,
-                 pool: list[bytes], deadline: float) -> None:
+                 pool: list[PoolItem], deadline: float, answers: Path | None = None) -> None:
         self.opts, self.setup, self.engine = opts, setup, engine
         self.s3_url, self.s3_pid = s3.url, s3.popen.pid
         self.pool = pool
+        self.answers = answers
         self.deadline = min(deadline, time.monotonic() + opts.setup_timeout)
         self.log_dir = opts.log_dir / setup.name
         self.processes: list[Any] = []
@@ -410,7 +457,9 @@ class SetupRun:
             "PAGEMILL_ANTHROPIC_API_KEY": "bench-not-a-real-key",
             "PAGEMILL_ANTHROPIC_BASE_URL": provider_url,
             "PAGEMILL_RATE_LIMITS": f"anthropic:*=inflight:{self.setup.limit}",
-            "PAGEMILL_OCR_SCANNED_PAGES": "false",
+            # Digital pages have their words; scans are OCR'd for grounding.
+            "PAGEMILL_OCR_SCANNED_PAGES": "true" if self.setup.scanned else "false",
+            **({"PAGEMILL_SCHEMA_ROUTES": SCANNED_ROUTES} if self.setup.scanned else {}),
         }
 
     def _wait_ready(self, process: Any, marker: Callable[[str], bool]) -> None:
@@ -448,7 +497,8 @@ class SetupRun:
             ["bench.provider", "--latency-mean", str(self.opts.latency_mean),
              "--latency-dist", self.opts.latency_dist,
              "--latency-spread", str(self.opts.latency_spread),
-             "--stats-file", str(self.stats_file)],
+             "--stats-file", str(self.stats_file),
+             *(["--answers", str(self.answers)] if self.answers else [])],
             self.log_dir,
         )
         self.settings = settings_for(self.s3_url)
@@ -572,7 +622,7 @@ class SetupRun:
         memory.start()
 
         # Warm-up: imports, pools and the first task of each pool process are paid here.
-        warm = [f"warmup/{i:04d}.pdf" for i in range(opts.warmup_docs)]
+        warm = pool_keys("warmup", opts.warmup_docs, self.pool)
         self.uploader.bulk(warm)
         self._wait(self.bucket, "warmup/", len(warm))
 
@@ -581,7 +631,7 @@ class SetupRun:
         fig["slots pages/min"] = setup.slots / opts.latency_mean * 60
         if setup.latency_docs > 0:
             rate = opts.latency_load * setup.limit / opts.latency_mean  # documents per second
-            keys = [f"latency/{i:05d}.pdf" for i in range(setup.latency_docs)]
+            keys = pool_keys("latency", setup.latency_docs, self.pool)
             log(f"{setup.name}: unsaturated phase, {len(keys)} documents at {rate:.1f}/s")
             uploaded = self.uploader.paced(keys, 1.0 / rate)
             self._wait(self.bucket, "latency/", len(keys))
@@ -592,7 +642,7 @@ class SetupRun:
         # as a burst would), then a second intake starts on that queue. Uploading is the S3
         # server's work, not the pipeline's, so it stays out of the measured CPU.
         load_bucket, load_queue = self._bucket("load")
-        keys = [f"load/{i:06d}.pdf" for i in range(setup.docs)]
+        keys = pool_keys("load", setup.docs, self.pool)
         log(f"{setup.name}: uploading {len(keys)} documents")
         staged = time.monotonic()
         uploaded = Uploader(self.settings, load_bucket, self.pool).bulk(keys)
@@ -715,6 +765,78 @@ def _redis_port(url: str) -> int:
     return int(match.group(1)) if match else 6379
 
 
+# --- the scanned workload -------------------------------------------------------------------
+
+
+def _scanned_pool(opts: Options) -> tuple[list[PoolItem], Path]:
+    """The scanned documents, and the fake provider's answers keyed by first-page image."""
+    import json
+
+    from bench import scans
+
+    log(f"generating {opts.scanned_pool} scanned documents")
+    docs = scans.workload(opts.scanned_pool)
+    pool = [PoolItem(d.data, d.content_type, d.extension, d.schema) for d in docs]
+    answers = {scans.answer_key(d): d.fields for d in docs}
+    if len(answers) < len(docs):
+        raise RuntimeError("two scanned documents send the same first image")
+    opts.log_dir.mkdir(parents=True, exist_ok=True)
+    path = opts.log_dir / "scanned-answers.json"
+    path.write_text(json.dumps(answers))
+    return pool, path
+
+
+STEP_ORDER = ("model image", "decode", "preprocess", "detect", "recognise", "ground")
+
+
+def scanned_steps(count: int) -> dict[str, Any]:
+    """CPU per scanned page by step, measured in this process (this thread's CPU) on the
+    scanned pool, as the pipeline runs them: the model's image (render + JPEG, `page()`), the
+    OCR for grounding with the fast setting (decode, preprocess, detect, recognise), and
+    grounding plus rules on the answer. Also the share of the answers' values grounded."""
+    from bench import scans
+    from pipeline import ocr
+    from pipeline.pages import Limits, opened
+    from pipeline.schemas import get_schema
+    from pipeline.settings import Settings
+    from pipeline.usecases.process import ensure_words
+    from pipeline.usecases.verify import verify
+    from pipeline.validation import validate
+
+    settings = Settings()
+    docs = scans.workload(count)
+    with opened(docs[0].data, Limits()) as source:  # the engine's one-off model load
+        ensure_words(source.page(0), source, settings, for_extraction=False)
+    totals = dict.fromkeys(STEP_ORDER, 0.0)
+    pages = values = grounded = 0
+    for doc in docs:
+        with opened(doc.data, Limits()) as source:
+            start = time.thread_time()
+            contents = [source.page(i) for i in range(source.page_count)]
+            totals["model image"] += time.thread_time() - start
+            ocr.step_cpu(reset=True)
+            for page in contents:
+                ensure_words(page, source, settings, for_extraction=False)
+            for step, seconds in ocr.step_cpu(reset=True).items():
+                totals[step] = totals.get(step, 0.0) + seconds
+        schema = get_schema(doc.schema)
+        checked = validate(schema, doc.fields)  # the pipeline grounds the validated answer
+        start = time.thread_time()
+        verdict = verify(schema, checked.data() if checked.ok else doc.fields, contents)
+        totals["ground"] += time.thread_time() - start
+        pages += len(contents)
+        values += len(verdict.grounding)
+        grounded += sum(1 for found in verdict.grounding.values() if isinstance(found, dict))
+    return {
+        "documents": len(docs),
+        "pages": pages,
+        "ms/page": {k: 1000 * v / max(pages, 1) for k, v in totals.items()},
+        "total ms/page": 1000 * sum(totals.values()) / max(pages, 1),
+        "values": values,
+        "grounded": grounded,
+    }
+
+
 # --- the whole benchmark --------------------------------------------------------------------
 
 
@@ -744,7 +866,12 @@ def run(opts: Options) -> dict[str, Any]:
     try:
         log(f"logs in {opts.log_dir}")
         log("rendering the invoice pool")
-        pool = [common.invoice_pdf(seed) for seed in range(1, INVOICE_POOL + 1)]
+        pool = [PoolItem(common.invoice_pdf(seed)) for seed in range(1, INVOICE_POOL + 1)]
+        scanned_pool: list[PoolItem] = []
+        answers: Path | None = None
+        if "scanned" in opts.setups:
+            scanned_pool, answers = _scanned_pool(opts)
+            results["scanned steps"] = scanned_steps(opts.scanned_pool)
         database = opts.database_url.rsplit("/", 1)[-1]
         log(f"resetting database {database} and Redis {opts.broker_url}")
         reset_database(opts.database_url)
@@ -759,7 +886,8 @@ def run(opts: Options) -> dict[str, Any]:
             flush_redis(opts.broker_url)
             log(f"=== {setup.title}: {setup.docs} documents, limit {setup.limit}, "
                 f"latency {opts.latency_dist} mean {opts.latency_mean}s")
-            one = SetupRun(opts, setup, s3, engine, pool, deadline)
+            one = (SetupRun(opts, setup, s3, engine, scanned_pool, deadline, answers)
+                   if setup.scanned else SetupRun(opts, setup, s3, engine, pool, deadline))
             try:
                 figures = one.run()
             except RuntimeError as exc:
@@ -930,6 +1058,21 @@ def summarise(opts: Options, results: dict[str, Any]) -> None:
                   u["overhead p95 s"], u["intake p95 s"], u["prepare (incl. queue) p95 s"],
                   u["extract minus model (incl. queue) p95 s"]]],
             ))
+    steps = results.get("scanned steps")
+    if steps:
+        print()
+        print(f"### scanned: CPU per scanned page by step (this process, {steps['documents']} "
+              f"documents, {steps['pages']} pages, fast OCR setting)")
+        print()
+        per = steps["ms/page"]
+        print(common.table(
+            [*STEP_ORDER, "total"],
+            [[*(per.get(k, 0.0) for k in STEP_ORDER), steps["total ms/page"]]],
+        ))
+        print()
+        print(f"values grounded in the OCR words: {steps['grounded']}/{steps['values']} "
+              f"({steps['grounded'] / max(steps['values'], 1):.1%}); the throughput run's own "
+              "CPU per page includes Celery, the database, the model call's client side.")
     if "fitted" in setups and "naive" in setups and "pages/min" in setups["naive"] \
             and "pages/min" in setups["fitted"]:
         f, n = setups["fitted"], setups["naive"]
@@ -954,6 +1097,17 @@ def summarise(opts: Options, results: dict[str, Any]) -> None:
     print(common.reproduce_line("bench.throughput", opts.argv))
 
 
+def scanned_headline(results: dict[str, Any]) -> str | None:
+    """`scanned ratio: X.XX (bound: provider|cpu), cpu per scanned page: N ms`: the scanned
+    set-up's steady pages/min over its bound, and its pipeline CPU (workers + intake) per
+    page."""
+    fig = results["setups"].get("scanned", {})
+    if "ratio to bound" not in fig:
+        return None
+    return (f"scanned ratio: {fig['ratio to bound']:.2f} (bound: {fig['bound']}), "
+            f"cpu per scanned page: {fig['pipeline cpu ms/page']:.0f} ms")
+
+
 def headline(results: dict[str, Any]) -> str | None:
     """`throughput ratio: X.XX (bound: provider|cpu)` of the first set-up that has figures."""
     for name in ("fitted", "high", "naive"):
@@ -966,9 +1120,9 @@ def headline(results: dict[str, Any]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     results = run(opts)
-    line = headline(results)
-    if line:
-        print(line)
+    for line in (headline(results), scanned_headline(results)):
+        if line:
+            print(line)
     ok = all("pages/min" in f and not f.get("timed out") for f in results["setups"].values())
     return 0 if ok and len(results["setups"]) == len(opts.setups) else 1
 

@@ -63,8 +63,16 @@ class Settings(BaseSettings):
     max_image_pixels: Annotated[int, Field(ge=1)] = 60_000_000
     pages_per_call: Annotated[int, Field(ge=1, le=100)] = 20
     image_long_edge_px: Annotated[int, Field(ge=256, le=8000)] = 1568
+    # OCR for the offline extractor: it reads every value off the page, accuracy first.
     ocr_dpi: Annotated[int, Field(ge=72, le=600)] = 300
-    # Tesseract processes per page; 1 when every core already has a worker process.
+    ocr_languages: str = "eng+deu+fra+nld"  # Tesseract language codes joined by "+"
+    # OCR for grounding a model's answer: the values are known and only have to be found, so
+    # about the model's own resolution (the page's image is reused when it is at least 85% of
+    # this; the OCR then scales it by the size of the printed text).
+    ocr_grounding_dpi: Annotated[int, Field(ge=72, le=600)] = 150
+    ocr_grounding_languages: str = "eng+deu+fra+nld"
+    ocr_tessdata_dir: str | None = None  # default: the distribution's tessdata folder
+    # Tesseract threads per page; 1 when every core already has a worker process.
     ocr_strips: Annotated[int, Field(ge=1, le=8)] = 1
     max_reasks: Annotated[int, Field(ge=0, le=5)] = 1
     max_rechecks: Annotated[int, Field(ge=0, le=3)] = 1

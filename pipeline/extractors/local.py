@@ -18,7 +18,7 @@ from pipeline.domain import (
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
 from pipeline.extractors import register
 from pipeline.extractors.base import Extractor
-from pipeline.ocr import OcrOptions, PreparedPage, prepare_page
+from pipeline.ocr import THOROUGH, OcrOptions, PreparedPage, prepare_page, thorough_options
 from pipeline.rules import Box, PageWords, Reread, RulesAnswer, extract_invoice, extract_receipt
 from pipeline.settings import Settings
 from pipeline.text.layer import trust_text_layer
@@ -63,7 +63,7 @@ class LocalExtractor:
 
     def __init__(self, ocr_dpi: int = 300, ocr_options: OcrOptions | None = None) -> None:
         self.ocr_dpi = ocr_dpi
-        self.ocr_options = ocr_options or OcrOptions()
+        self.ocr_options = ocr_options or THOROUGH
 
     def call(self, request: ExtractionRequest) -> ProviderReply:
         rules = _RULES.get(request.schema.name)
@@ -129,6 +129,4 @@ def _empty_record() -> dict[str, Any]:
 
 @register("local")
 def build_local(settings: Settings) -> Extractor:
-    return LocalExtractor(
-        ocr_dpi=settings.ocr_dpi, ocr_options=OcrOptions(strips=settings.ocr_strips)
-    )
+    return LocalExtractor(ocr_dpi=settings.ocr_dpi, ocr_options=thorough_options(settings))

@@ -61,7 +61,7 @@ def extract_bytes(
         pages = list(source.pages())
         if extractor.runs_locally or settings.ocr_scanned_pages:
             for page in pages:
-                ensure_words(page, source, settings)
+                ensure_words(page, source, settings, for_extraction=extractor.runs_locally)
         size = len(pages) if extractor.runs_locally else settings.pages_per_call
         retries = 0
         while True:

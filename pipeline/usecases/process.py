@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import cv2
+import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import storage
+from pipeline import ocr, storage
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
 from pipeline.db.models import Document
@@ -36,7 +39,6 @@ from pipeline.domain import (
 from pipeline.duplicates import check_duplicates
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
 from pipeline.extractors.base import Extractor, ReviewsItsResult
-from pipeline.ocr import OcrOptions, ocr_page
 from pipeline.pages import Limits, LoadedDocument, open_document
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
@@ -82,12 +84,36 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
     )
 
 
-def ensure_words(page: PageContent, renderer: LoadedDocument, settings: Settings) -> None:
-    """Positioned words for a page without a text layer worth reading, by OCR (for the offline
-    extractor and for grounding a model's answer: both then read the same words)."""
-    if not trust_text_layer(page.words):
-        image = renderer.render(page.index, settings.ocr_dpi)
-        page.words = ocr_page(image, page.width_pt, OcrOptions(strips=settings.ocr_strips))
+def ensure_words(
+    page: PageContent, renderer: LoadedDocument, settings: Settings, *, for_extraction: bool = True
+) -> None:
+    """Positioned words for a page without a text layer worth reading, by OCR: the thorough
+    setting when the offline extractor reads them (`for_extraction`), the fast one when they
+    only ground a model's answer."""
+    if trust_text_layer(page.words):
+        return
+    if for_extraction:
+        options, dpi = ocr.thorough_options(settings), settings.ocr_dpi
+    else:
+        options, dpi = ocr.fast_options(settings), settings.ocr_grounding_dpi
+    with ocr.timed("decode"):
+        image = _page_image(page, renderer, dpi, settings.max_image_pixels)
+    page.words = ocr.ocr_page(image, page.width_pt, options)
+
+
+def _page_image(
+    page: PageContent, renderer: LoadedDocument, dpi: int, max_pixels: int
+) -> Image.Image:
+    """The page at about `dpi`: the model's own image when it is close enough (decoded once
+    more instead of rendered again), else a render bounded to `max_pixels`."""
+    if page.image and page.render_dpi >= 0.85 * dpi:
+        gray = cv2.imdecode(np.frombuffer(page.image, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if gray is not None:
+            return Image.fromarray(gray)
+    area_in2 = (page.width_pt / 72.0) * (page.height_pt / 72.0)
+    if area_in2 > 0:
+        dpi = max(36, min(dpi, int(math.sqrt(max_pixels / area_in2))))
+    return renderer.render(page.index, dpi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +173,15 @@ def prepare_document(
                 repaired=source.repaired,
             )
             del data
-            ocr = extractor.runs_locally or settings.ocr_scanned_pages
+            ocr_pages = extractor.runs_locally or settings.ocr_scanned_pages
             kept: list[PageContent] = []
             # At least one pass: an XML e-invoice has no pages but its source facts are stored.
             for index in range(0, max(source.page_count, 1), _STORE_BATCH):
                 stop = min(index + _STORE_BATCH, source.page_count)
                 batch = [source.page(i) for i in range(index, stop)]
                 for page in batch:
-                    if ocr:
-                        ensure_words(page, source, settings)
+                    if ocr_pages:
+                        ensure_words(page, source, settings, for_extraction=extractor.runs_locally)
                 # Few transactions: the source facts go with the first batch, the hand-over to
                 # the extract stage with the last (a one-page document is one transaction).
                 with transaction(deps.sessions) as session:

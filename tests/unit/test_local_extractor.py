@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -37,7 +37,7 @@ needs_samples = pytest.mark.skipif(
     not (SAMPLES / "docs").is_dir(), reason="../shared/samples is not present"
 )
 needs_tesseract = pytest.mark.skipif(
-    shutil.which("tesseract") is None, reason="tesseract is not installed"
+    ctypes.util.find_library("tesseract") is None, reason="libtesseract is not installed"
 )
 _open_pdf: Callable[..., Any] = pymupdf.open
 
@@ -204,12 +204,14 @@ class _NoRenderer:
         raise AssertionError("not expected to render")
 
 
-def test_missing_tesseract_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipeline.ocr.shutil.which", lambda name: None)
+def test_missing_language_data_is_a_configuration_error(tmp_path: Path) -> None:
+    options = ocr.OcrOptions(languages="eng+deu", tessdata=str(tmp_path))
     with pytest.raises(PermanentError) as caught:
-        ocr.ocr_page(Image.new("RGB", (200, 280), "white"), 595.0)
+        ocr.ocr_page(Image.new("RGB", (200, 280), "white"), 595.0, options)
     assert caught.value.category is ErrorCategory.CONFIGURATION
-    assert "apt-get install tesseract-ocr" in caught.value.message
+    assert "apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu" in (
+        caught.value.message
+    )
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -102,8 +102,16 @@ def list_documents(
     if filters.until:
         where.append("d.created_at < :until")
         params["until"] = datetime.combine(filters.until + timedelta(days=1), datetime.min.time())
+    # Newest first. With a date range, by creation time (the range's index gives the order);
+    # otherwise by id, the same order without a sort.
+    by_time = filters.since is not None or filters.until is not None
+    order = "d.created_at DESC, d.id DESC" if by_time else "d.id DESC"
     if filters.before_id:
-        where.append("d.id < :before")
+        where.append(
+            "(d.created_at, d.id) < (SELECT created_at, id FROM documents WHERE id = :before)"
+            if by_time
+            else "d.id < :before"
+        )
         params["before"] = filters.before_id
     if filters.search:
         term = filters.search.strip()
@@ -127,7 +135,7 @@ def list_documents(
                 SELECT sum(v.cost_usd) AS cost_usd, count(*) AS calls
                   FROM vlm_calls v WHERE v.document_id = d.id) c ON TRUE
          WHERE {" AND ".join(where)}
-         ORDER BY d.id DESC
+         ORDER BY {order}
          LIMIT :limit
     """  # only fixed fragments are joined above; every value is a bound parameter
     rows = [DocumentRow(**dict(r)) for r in session.execute(text(sql), params).mappings()]
@@ -181,6 +189,14 @@ class DocumentDetail:
     dead_letters: list[dict[str, Any]]
     corrections: list[dict[str, Any]]
 
+    def mark_doubtful(self, paths: set[str]) -> None:
+        """Flag the values a reviewer should look at (fields and their boxes)."""
+        for row in self.fields:
+            row["doubtful"] = row["path"] in paths
+        for page in self.pages:
+            for box in page.boxes:
+                box["doubtful"] = box["field"] in paths
+
     @property
     def cost_usd(self) -> Decimal:
         return sum((c["cost_usd"] for c in self.calls if c["cost_usd"] is not None), Decimal(0))
@@ -222,9 +238,7 @@ def _field_order(schema_name: str) -> dict[str, int]:
     return {name: n for n, name in enumerate(model.model_fields)}
 
 
-def load_document(
-    session: Session, document_id: int, doubtful: set[str] | None = None
-) -> DocumentDetail | None:
+def load_document(session: Session, document_id: int) -> DocumentDetail | None:
     docs = _rows(session, "SELECT * FROM documents WHERE id = :id", id=document_id)
     if not docs:
         return None
@@ -263,7 +277,6 @@ def load_document(
     ]
     by_index = {p.index: p for p in pages}
     fields: list[dict[str, Any]] = []
-    doubtful = doubtful or set()
     for path, value in flatten((extraction or {}).get("data")):
         found = grounding.get(path)
         where = found if isinstance(found, dict) else None
@@ -273,7 +286,7 @@ def load_document(
                 "value": value,
                 "grounded": (where is not None) if found is not None else None,
                 "page": where["page"] if where is not None else None,
-                "doubtful": path in doubtful,
+                "doubtful": False,
             }
         )
         if where is not None and where["page"] in by_index:
@@ -283,7 +296,7 @@ def load_document(
                     "value": value,
                     "bbox": where["bbox"],
                     "text": where.get("text"),
-                    "doubtful": path in doubtful,
+                    "doubtful": False,
                 }
             )
     order = _field_order(doc["schema_name"])

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from xml.sax.saxutils import escape as xml_escape
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -271,13 +272,9 @@ async def document_page(request: Request) -> Response:
 
     def work(session: Session) -> browse.DocumentDetail | None:
         detail = browse.load_document(session, document_id)
-        if detail is None or detail.extraction is None:
-            return detail
-        extraction = detail.extraction
-        doubtful = review.doubtful_fields(
-            detail.document["schema_name"], extraction["data"], extraction["grounding"]
-        )
-        return browse.load_document(session, document_id, set(doubtful))
+        if detail is not None and detail.extraction is not None:
+            detail.mark_doubtful(set(_doubtful(detail)))
+        return detail
 
     detail = await _read(request, work)
     if detail is None:
@@ -286,6 +283,13 @@ async def document_page(request: Request) -> Response:
         request,
         "document.html",
         {"d": detail, "doc": detail.document, "reviewed": request.query_params.get("reviewed")},
+    )
+
+
+def _doubtful(detail: browse.DocumentDetail) -> dict[str, list[str]]:
+    extraction = detail.extraction or {}
+    return review.doubtful_fields(
+        detail.document["schema_name"], extraction.get("data"), extraction.get("grounding")
     )
 
 
@@ -356,16 +360,14 @@ async def _review_context(request: Request, document_id: int) -> dict[str, Any]:
         detail = browse.load_document(session, document_id)
         if detail is None or detail.extraction is None:
             return detail, {}
-        extraction = detail.extraction
-        doubtful = review.doubtful_fields(
-            detail.document["schema_name"], extraction["data"], extraction["grounding"]
-        )
-        return browse.load_document(session, document_id, set(doubtful)), doubtful
+        doubtful = _doubtful(detail)
+        detail.mark_doubtful(set(doubtful))
+        return detail, doubtful
 
     detail, doubtful = await _read(request, work)
     if detail is None:
         raise HTTPException(404, f"no document {document_id}")
-    fields = sorted(detail.fields, key=lambda f: (not f["doubtful"], 0))
+    fields = sorted(detail.fields, key=lambda f: not f["doubtful"])  # doubtful first
     return {
         "d": detail,
         "doc": detail.document,
@@ -541,8 +543,6 @@ async def dead_letters_purge(request: Request) -> Response:
 
 
 def _actor_statement() -> Any:
-    from sqlalchemy import text
-
     return text("SELECT set_config('pagemill.actor', :actor, true)")
 
 

@@ -157,12 +157,39 @@ FUNCTIONS = [
        AS $$ SELECT floor(8 * log(2, greatest(seconds, 0.001)::numeric))::integer $$""",
 ]
 
-_EVENTS_UNTIL = (
-    "coalesce((SELECT rolled_until FROM ops_rollup_state WHERE source = 'events'), '-infinity')"
-)
-_CALLS_UNTIL = (
-    "coalesce((SELECT rolled_until FROM ops_rollup_state WHERE source = 'calls'), '-infinity')"
-)
+# The raw rows after the roll-up's watermark. Functions, so that each query is planned with the
+# watermark's value: in a view the planner cannot see it, guesses a third of the table, and
+# picks hash joins over whole tables (and JIT) for what is a few minutes of rows.
+TAILS = {
+    "ops_tail_finished": ("events", "ops_finished_events",
+                          "at timestamptz, schema_name text, status text, pages integer"),
+    "ops_tail_event_samples": ("events", "ops_event_samples",
+                               "at timestamptz, stage text, seconds double precision"),
+    "ops_tail_errors": ("events", "ops_error_events", "at timestamptz, error_category text"),
+    "ops_tail_call_samples": ("calls", "ops_call_samples",
+                              "at timestamptz, seconds double precision"),
+    "ops_tail_call_costs": ("calls", "ops_call_costs",
+                            "at timestamptz, provider text, model text, schema_name text, "
+                            "input_tokens integer, output_tokens integer, "
+                            "cache_creation_input_tokens integer, "
+                            "cache_read_input_tokens integer, cost_usd numeric"),
+}
+
+
+def _tail_function(name: str, source: str, view: str, columns: str) -> str:
+    names = ", ".join(c.split()[0] for c in columns.split(", "))
+    return f"""
+        CREATE FUNCTION {name}() RETURNS TABLE ({columns}) LANGUAGE plpgsql STABLE AS $$
+        DECLARE
+            since timestamptz := coalesce(
+                (SELECT rolled_until FROM ops_rollup_state WHERE source = '{source}'),
+                '-infinity');
+        BEGIN
+            RETURN QUERY EXECUTE 'SELECT {names} FROM {view} WHERE at >= $1' USING since;
+        END
+        $$"""
+
+
 _LAST_24H = "now() - interval '24 hours'"
 # Hourly views cover the last 7 days in whole hours.
 _LAST_7D = f"{hour('now()')} - interval '7 days'"
@@ -197,12 +224,12 @@ def _latency_rows(since: str) -> str:
         SELECT hour, stage, bucket, samples FROM ops_rollup_latency WHERE hour >= {hour(since)}
         UNION ALL
         SELECT {hour('s.at')}, s.stage, pagemill_latency_bucket(s.seconds), 1
-          FROM ops_event_samples s
-         WHERE s.at >= {_EVENTS_UNTIL} AND s.at >= {since}
+          FROM ops_tail_event_samples() s
+         WHERE s.at >= {since}
         UNION ALL
         SELECT {hour('c.at')}, 'model_call', pagemill_latency_bucket(c.seconds), 1
-          FROM ops_call_samples c
-         WHERE c.at >= {_CALLS_UNTIL} AND c.at >= {since}
+          FROM ops_tail_call_samples() c
+         WHERE c.at >= {since}
     """
 
 
@@ -216,6 +243,12 @@ VIEWS = {
           JOIN documents d ON d.id = e.document_id
          WHERE e.to_status IN {FINAL}
            AND (e.from_status IS NULL OR e.from_status NOT IN {FINAL})
+    """,
+    # Documents that failed, and errors retried.
+    "ops_error_events": """
+        SELECT e.created_at AS at, e.error_category
+          FROM document_events e
+         WHERE e.error_category IS NOT NULL
     """,
     # Latency samples: queue_wait = pending until a worker claims it; prepare / extract = a
     # claim until the stage gave the document on (or back); upload_to_result = registered
@@ -260,8 +293,8 @@ VIEWS = {
                   FROM ops_rollup_finished WHERE hour >= {_LAST_7D}
                 UNION ALL
                 SELECT {hour('f.at')}, f.schema_name, f.status, 1, f.pages
-                  FROM ops_finished_events f
-                 WHERE f.at >= {_EVENTS_UNTIL} AND f.at >= {_LAST_7D}) x
+                  FROM ops_tail_finished() f
+                 WHERE f.at >= {_LAST_7D}) x
          GROUP BY hour, schema_name, status
     """,
     "ops_stage_latency": f"""
@@ -285,10 +318,9 @@ VIEWS = {
           FROM (SELECT hour, error_category, failures
                   FROM ops_rollup_failures WHERE hour >= {_LAST_7D}
                 UNION ALL
-                SELECT {hour('e.created_at')}, e.error_category, 1
-                  FROM document_events e
-                 WHERE e.created_at >= {_EVENTS_UNTIL} AND e.created_at >= {_LAST_7D}
-                   AND e.error_category IS NOT NULL) x
+                SELECT {hour('e.at')}, e.error_category, 1
+                  FROM ops_tail_errors() e
+                 WHERE e.at >= {_LAST_7D}) x
          GROUP BY hour, error_category
     """,
     "ops_dead_letters": """
@@ -336,8 +368,7 @@ VIEWS = {
                        c.output_tokens, c.cache_creation_input_tokens,
                        c.cache_read_input_tokens, coalesce(c.cost_usd, 0),
                        (c.cost_usd IS NULL)::integer
-                  FROM ops_call_costs c
-                 WHERE c.at >= {_CALLS_UNTIL}) x
+                  FROM ops_tail_call_costs() c) x
          GROUP BY 1, 2, 3, 4
     """,
 }
@@ -385,12 +416,18 @@ def upgrade() -> None:
     for statement in ROLLUP_TABLES + FUNCTIONS:
         op.execute(statement)
     for name, body in VIEWS.items():
+        if name == "ops_throughput_hourly":  # the contract views read the tails
+            for function, (source, view, columns) in TAILS.items():
+                op.execute(_tail_function(function, source, view, columns))
         op.execute(f"CREATE VIEW {name} AS {body}")
 
 
 def downgrade() -> None:
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW IF EXISTS {name}")
+        if name == "ops_throughput_hourly":
+            for function in TAILS:
+                op.execute(f"DROP FUNCTION IF EXISTS {function}()")
     op.execute("DROP FUNCTION IF EXISTS pagemill_latency_bucket(double precision)")
     for table in ("ops_rollup_cost", "ops_rollup_latency", "ops_rollup_failures",
                   "ops_rollup_finished", "ops_rollup_state"):

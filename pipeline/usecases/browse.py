@@ -106,6 +106,10 @@ def list_documents(
     # otherwise by id, the same order without a sort.
     by_time = filters.since is not None or filters.until is not None
     order = "d.created_at DESC, d.id DESC" if by_time else "d.id DESC"
+    if not by_time and _few_key_matches(session, filters):
+        # Walking the id index backwards for the newest matches would read every newer row
+        # when the matches are old (a day's folder): fetch them by key, then sort them.
+        order = "d.id + 0 DESC"
     if filters.before_id:
         where.append(
             "(d.created_at, d.id) < (SELECT created_at, id FROM documents WHERE id = :before)"
@@ -142,6 +146,22 @@ def list_documents(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more and rows else None)
+
+
+SELECTIVE_KEY_MATCHES = 100_000
+
+
+def _few_key_matches(session: Session, filters: DocumentFilter) -> bool:
+    """Whether a key prefix (filter or search) matches few enough documents to sort them all;
+    counted on the key index, stopping at the threshold."""
+    prefixes = [p for p in (filters.prefix, filters.search) if p]
+    if not prefixes:
+        return False
+    matches = session.execute(
+        text("SELECT count(*) FROM (SELECT 1 FROM documents WHERE key LIKE :prefix LIMIT :cap) m"),
+        {"prefix": _like_prefix(min(prefixes, key=len)), "cap": SELECTIVE_KEY_MATCHES},
+    ).scalar_one()
+    return int(matches) < SELECTIVE_KEY_MATCHES
 
 
 def filter_choices(session: Session) -> dict[str, list[str]]:

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 EVENTS_MARGIN = timedelta(minutes=5)
 CHUNK = timedelta(days=1)  # one transaction per day of history on a first, catching-up run
+ANALYZE_AFTER_CHUNKS = 6
+ROLLUP_TABLES = (
+    "ops_rollup_finished",
+    "ops_rollup_failures",
+    "ops_rollup_latency",
+    "ops_rollup_cost",
+)
 
 _HOUR = "(date_trunc('hour', {col} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 
@@ -171,6 +178,11 @@ def roll_up(
                 break
             until[source] = hi
             chunks += 1
+    if chunks > ANALYZE_AFTER_CHUNKS:
+        # A catch-up filled the tables at once: give the planner their sizes now rather than
+        # when autovacuum next looks (a table it believes empty gets scanned whole).
+        with transaction(sessions) as session:
+            session.execute(text(f"ANALYZE {', '.join(ROLLUP_TABLES)}"))
     run = RollupRun(until, chunks, time.perf_counter() - started)
     if chunks:
         log.info("ops roll-up: %d chunk(s) in %.1f s", chunks, run.seconds)

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     web_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     web_token: SecretStr | None = None
     web_refresh_s: Annotated[int, Field(ge=0, le=3600)] = 15  # dashboard auto-refresh; 0 = off
+    # How often the ops roll-up adds recent events and calls to the hourly tables the ops_*
+    # views read (run by the beat and by `pagemill web`); 0 = never (the views stay right, and
+    # get slower as the tables grow).
+    ops_rollup_interval_s: Annotated[float, Field(ge=0)] = 300.0
 
     # Operations: Prometheus metrics and logs.
     # Workers, the launcher and the SQS intake serve /metrics on this port (0 = off). Every

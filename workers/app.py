@@ -53,6 +53,16 @@ def make_app(settings: Settings) -> Celery:
         beat_schedule={
             "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
             "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
+            **(
+                {
+                    "ops-rollup": {
+                        "task": "pagemill.ops_rollup",
+                        "schedule": settings.ops_rollup_interval_s,
+                    }
+                }
+                if settings.ops_rollup_interval_s
+                else {}
+            ),
         },
     )
     size_broker_pool(app, settings.worker_concurrency)

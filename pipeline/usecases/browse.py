@@ -102,8 +102,20 @@ def list_documents(
     if filters.until:
         where.append("d.created_at < :until")
         params["until"] = datetime.combine(filters.until + timedelta(days=1), datetime.min.time())
+    # Newest first. With a date range, by creation time (the range's index gives the order);
+    # otherwise by id, the same order without a sort.
+    by_time = filters.since is not None or filters.until is not None
+    order = "d.created_at DESC, d.id DESC" if by_time else "d.id DESC"
+    if not by_time and _few_key_matches(session, filters):
+        # Walking the id index backwards for the newest matches would read every newer row
+        # when the matches are old (a day's folder): fetch them by key, then sort them.
+        order = "d.id + 0 DESC"
     if filters.before_id:
-        where.append("d.id < :before")
+        where.append(
+            "(d.created_at, d.id) < (SELECT created_at, id FROM documents WHERE id = :before)"
+            if by_time
+            else "d.id < :before"
+        )
         params["before"] = filters.before_id
     if filters.search:
         term = filters.search.strip()
@@ -115,25 +127,44 @@ def list_documents(
         )
         params["q"] = term
         params["q_prefix"] = _like_prefix(term)
+    # The page's ids first (narrow rows: index scans), then the rest only for those rows.
     sql = f"""
         SELECT d.id, d.bucket, d.key, d.status, d.stage, d.schema_name, d.page_count,
                d.error_category, d.created_at, d.finished_at,
                e.data->>'invoice_number' AS invoice_number, e.data->>'total' AS total,
                e.data->>'currency' AS currency,
                coalesce(c.cost_usd, 0) AS cost_usd, coalesce(c.calls, 0) AS calls
-          FROM documents d
+          FROM (SELECT d.id FROM documents d
+                 WHERE {" AND ".join(where)}
+                 ORDER BY {order}
+                 LIMIT :limit) page
+          JOIN documents d ON d.id = page.id
           LEFT JOIN extractions e ON e.document_id = d.id AND e.schema_name = d.schema_name
           LEFT JOIN LATERAL (
                 SELECT sum(v.cost_usd) AS cost_usd, count(*) AS calls
                   FROM vlm_calls v WHERE v.document_id = d.id) c ON TRUE
-         WHERE {" AND ".join(where)}
-         ORDER BY d.id DESC
-         LIMIT :limit
+         ORDER BY {order.replace(" + 0", "")}
     """  # only fixed fragments are joined above; every value is a bound parameter
     rows = [DocumentRow(**dict(r)) for r in session.execute(text(sql), params).mappings()]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1].id if more and rows else None)
+
+
+SELECTIVE_KEY_MATCHES = 20_000
+
+
+def _few_key_matches(session: Session, filters: DocumentFilter) -> bool:
+    """Whether a key prefix (filter or search) matches few enough documents to sort them all;
+    counted on the key index, stopping at the threshold."""
+    prefixes = [p for p in (filters.prefix, filters.search) if p]
+    if not prefixes:
+        return False
+    matches = session.execute(
+        text("SELECT count(*) FROM (SELECT 1 FROM documents WHERE key LIKE :prefix LIMIT :cap) m"),
+        {"prefix": _like_prefix(min(prefixes, key=len)), "cap": SELECTIVE_KEY_MATCHES},
+    ).scalar_one()
+    return int(matches) < SELECTIVE_KEY_MATCHES
 
 
 def filter_choices(session: Session) -> dict[str, list[str]]:
@@ -181,6 +212,14 @@ class DocumentDetail:
     dead_letters: list[dict[str, Any]]
     corrections: list[dict[str, Any]]
 
+    def mark_doubtful(self, paths: set[str]) -> None:
+        """Flag the values a reviewer should look at (fields and their boxes)."""
+        for row in self.fields:
+            row["doubtful"] = row["path"] in paths
+        for page in self.pages:
+            for box in page.boxes:
+                box["doubtful"] = box["field"] in paths
+
     @property
     def cost_usd(self) -> Decimal:
         return sum((c["cost_usd"] for c in self.calls if c["cost_usd"] is not None), Decimal(0))
@@ -222,9 +261,7 @@ def _field_order(schema_name: str) -> dict[str, int]:
     return {name: n for n, name in enumerate(model.model_fields)}
 
 
-def load_document(
-    session: Session, document_id: int, doubtful: set[str] | None = None
-) -> DocumentDetail | None:
+def load_document(session: Session, document_id: int) -> DocumentDetail | None:
     docs = _rows(session, "SELECT * FROM documents WHERE id = :id", id=document_id)
     if not docs:
         return None
@@ -263,7 +300,6 @@ def load_document(
     ]
     by_index = {p.index: p for p in pages}
     fields: list[dict[str, Any]] = []
-    doubtful = doubtful or set()
     for path, value in flatten((extraction or {}).get("data")):
         found = grounding.get(path)
         where = found if isinstance(found, dict) else None
@@ -273,7 +309,7 @@ def load_document(
                 "value": value,
                 "grounded": (where is not None) if found is not None else None,
                 "page": where["page"] if where is not None else None,
-                "doubtful": path in doubtful,
+                "doubtful": False,
             }
         )
         if where is not None and where["page"] in by_index:
@@ -283,7 +319,7 @@ def load_document(
                     "value": value,
                     "bbox": where["bbox"],
                     "text": where.get("text"),
-                    "doubtful": path in doubtful,
+                    "doubtful": False,
                 }
             )
     order = _field_order(doc["schema_name"])

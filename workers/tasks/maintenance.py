@@ -1,4 +1,5 @@
-"""Periodic tasks: the sweep that re-enqueues stuck work, and bucket reconciliation."""
+"""Periodic tasks: the sweep that re-enqueues stuck work, bucket reconciliation, and the ops
+roll-up behind the dashboards."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ def reconcile_buckets() -> int:
             )
         )
     return found
+
+
+@app.task(name="pagemill.ops_rollup", queue=queues.MAINTENANCE, ignore_result=True)
+def ops_rollup() -> int:
+    from pipeline.usecases.rollup import margins_for, roll_up
+
+    deps = collaborators()
+    settings = deps.settings
+    run = roll_up(
+        deps.sessions, margins=margins_for(settings.task_time_limit_s, settings.retry_cap_s)
+    )
+    return run.chunks if run else 0

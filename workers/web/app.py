@@ -4,6 +4,7 @@ webhook-only intake (`pagemill ingest --webhook`) and `pagemill web` serve the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -52,6 +54,8 @@ def create_app(
     web_token: str | None = None,
     metrics_registry: CollectorRegistry | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    background: Callable[[], object] | None = None,
+    background_interval_s: float = 300.0,
 ) -> Starlette:
     """The app for a server listening on `host`. The dashboard needs `sessions`, and a token
     unless `host` is a loopback address (this raises PermanentError(CONFIGURATION) otherwise)."""
@@ -77,9 +81,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if on_shutdown is not None:
-            on_shutdown()
+        task = None
+        if background is not None and background_interval_s > 0:
+            task = asyncio.create_task(_every(background_interval_s, background))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            if on_shutdown is not None:
+                on_shutdown()
 
     allowed_hosts = LOOPBACK_HOSTS | {host.lower()} if loopback else None
     app = Starlette(
@@ -94,6 +105,17 @@ def create_app(
     app.state.access = Access(token=web_token or None)
     app.state.metrics_registry = metrics_registry
     return app
+
+
+async def _every(interval_s: float, work: Callable[[], object]) -> None:
+    """Run `work` (blocking) off the event loop now and every `interval_s`; a failure is
+    logged and tried again next time."""
+    while True:
+        try:
+            await run_in_threadpool(work)
+        except Exception:  # a periodic job must outlive one bad run (logged with its traceback)
+            log.exception("periodic job failed; trying again in %.0f s", interval_s)
+        await asyncio.sleep(interval_s)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -14,13 +14,13 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape as xml_escape
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from pipeline.db.session import transaction
+from pipeline.money import usd
 from pipeline.usecases import browse, dead_letters, overview, review
 from workers.web import charts
 from workers.web.security import (
@@ -53,14 +54,12 @@ T = TypeVar("T")
 
 
 def money(value: Any) -> str:
-    """Plain decimal dollars: never an exponent, at least cents, at most 8 places."""
+    """Plain decimal dollars (`pipeline.money.usd`), shortened for the eye: at least cents,
+    at most 8 places, no trailing zeros beyond the cents."""
     if value is None:
         return "–"
-    amount = Decimal(value).quantize(Decimal("0.00000001"))
-    text = format(amount, "f")
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(2, "0")
-    return f"{whole}.{frac}"
+    whole, _, frac = usd(value, 8).partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
 def seconds(value: Any) -> str:
@@ -271,13 +270,9 @@ async def document_page(request: Request) -> Response:
 
     def work(session: Session) -> browse.DocumentDetail | None:
         detail = browse.load_document(session, document_id)
-        if detail is None or detail.extraction is None:
-            return detail
-        extraction = detail.extraction
-        doubtful = review.doubtful_fields(
-            detail.document["schema_name"], extraction["data"], extraction["grounding"]
-        )
-        return browse.load_document(session, document_id, set(doubtful))
+        if detail is not None and detail.extraction is not None:
+            detail.mark_doubtful(set(_doubtful(detail)))
+        return detail
 
     detail = await _read(request, work)
     if detail is None:
@@ -286,6 +281,13 @@ async def document_page(request: Request) -> Response:
         request,
         "document.html",
         {"d": detail, "doc": detail.document, "reviewed": request.query_params.get("reviewed")},
+    )
+
+
+def _doubtful(detail: browse.DocumentDetail) -> dict[str, list[str]]:
+    extraction = detail.extraction or {}
+    return review.doubtful_fields(
+        detail.document["schema_name"], extraction.get("data"), extraction.get("grounding")
     )
 
 
@@ -356,16 +358,14 @@ async def _review_context(request: Request, document_id: int) -> dict[str, Any]:
         detail = browse.load_document(session, document_id)
         if detail is None or detail.extraction is None:
             return detail, {}
-        extraction = detail.extraction
-        doubtful = review.doubtful_fields(
-            detail.document["schema_name"], extraction["data"], extraction["grounding"]
-        )
-        return browse.load_document(session, document_id, set(doubtful)), doubtful
+        doubtful = _doubtful(detail)
+        detail.mark_doubtful(set(doubtful))
+        return detail, doubtful
 
     detail, doubtful = await _read(request, work)
     if detail is None:
         raise HTTPException(404, f"no document {document_id}")
-    fields = sorted(detail.fields, key=lambda f: (not f["doubtful"], 0))
+    fields = sorted(detail.fields, key=lambda f: not f["doubtful"])  # doubtful first
     return {
         "d": detail,
         "doc": detail.document,
@@ -541,8 +541,6 @@ async def dead_letters_purge(request: Request) -> Response:
 
 
 def _actor_statement() -> Any:
-    from sqlalchemy import text
-
     return text("SELECT set_config('pagemill.actor', :actor, true)")
 
 

@@ -16,6 +16,7 @@ from pipeline.routing import configure_schemas
 from pipeline.settings import Settings
 from pipeline.storage import make_s3_client
 from pipeline.usecases.ingest import ingest_event_object
+from pipeline.usecases.rollup import margins_for, roll_up
 from workers.intake import Handle, WebhookIntake, is_loopback, make_webhook_intake
 from workers.telemetry import scrape_registry
 from workers.web.app import Dashboard, create_app
@@ -83,6 +84,7 @@ def build_app(
             refresh_s=settings.web_refresh_s,
         )
     token = settings.web_token.get_secret_value() if settings.web_token else None
+    margins = margins_for(settings.task_time_limit_s, settings.retry_cap_s)
     return create_app(
         host=host,
         sessions=sessions,
@@ -91,4 +93,7 @@ def build_app(
         web_token=token,
         on_shutdown=engine.dispose,
         metrics_registry=scrape_registry(settings),
+        # The dashboard keeps its views fast itself, also where no beat runs.
+        background=(lambda: roll_up(sessions, margins=margins)) if dashboard else None,
+        background_interval_s=settings.ops_rollup_interval_s,
     )

@@ -11,6 +11,7 @@ back (pipeline/health.py), instead of Celery's error with two tracebacks at ever
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery.beat import Scheduler
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 
 class MemoryScheduler(Scheduler):
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        # Nothing remembers when the tasks last ran: each runs once now, then on its interval
+        # (a beat restarted more often than hourly still runs the hourly retention).
+        long_ago = self.app.now() - timedelta(days=365)
+        for entry in self.schedule.values():
+            entry.last_run_at = long_ago
+
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
         log.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         try:

@@ -8,9 +8,10 @@ extract: claim → load stored pages chunk by chunk → provider calls → valid
          done or needs_review.
 
 An answer that arrived is never paid for twice: each chunk's validated answer is checkpointed
-(with the calls' rows) as soon as it arrives, and a retry resumes from the checkpoints; while the
-database is down, the answer waits in the process and the write is retried (`patiently`), up to
-the task's soft time limit.
+with the calls' rows (as soon as it arrives when the document takes several calls; for a
+one-chunk document with its result, or as soon as anything after the call fails) and a retry
+resumes from the checkpoints; while the database is down, the answer waits in the process and
+the write is retried (`patiently`), up to the task's soft time limit.
 """
 
 from __future__ import annotations
@@ -209,7 +210,14 @@ def extract_document(
     deadline = time.monotonic() + settings.soft_time_limit_s - _DEADLINE_MARGIN_S
     meter = Meter(on_start=lambda call: _record_started(deps, document_id, call))
     renderer = SourceRenderer(deps.s3, claimed.ref, settings)
-    checkpoints = DatabaseCheckpoints(deps, document_id, claimed, meter, deadline)
+    checkpoints = DatabaseCheckpoints(
+        deps,
+        document_id,
+        claimed,
+        meter,
+        deadline,
+        eager=(claimed.page_count or 0) > settings.pages_per_call,
+    )
     try:
         extractor = deps.extractor_for(claimed.provider)
         page_count = claimed.page_count or 0
@@ -261,7 +269,11 @@ def extract_document(
             deadline=deadline,
         )
     except TransientError as exc:
+        checkpoints.flush()  # what was paid for stays, whatever failed after it
         _give_back(deps, document_id, meter, exc)
+        raise
+    except UNAVAILABLE:
+        checkpoints.flush()  # waits for the database: the answers are written, not lost
         raise
     except PermanentError as exc:
         fail_document(deps.sessions, document_id, exc, meter=meter, task_name="extract")
@@ -274,9 +286,14 @@ _DEADLINE_MARGIN_S = 15.0
 
 
 class DatabaseCheckpoints:
-    """Chunk answers in Postgres (chunk_results), written with the calls that paid for them as
-    soon as each is validated, waiting for the database if it is down (an answer that arrived
-    is kept, not asked for again)."""
+    """Chunk answers in Postgres (chunk_results), written with the calls that paid for them,
+    waiting for the database if it is down: an answer that arrived is kept, not asked for again.
+
+    A document of several chunks writes each answer as soon as it is validated (a worker killed
+    half-way loses no finished chunk). A one-chunk document writes its answer with the result,
+    in the final transaction, or with `flush` when anything after the call fails (a re-check the
+    provider refused, a database that went away): the common path costs no extra transaction;
+    only a worker killed between the answer and its storage pays for that answer again."""
 
     def __init__(
         self,
@@ -285,10 +302,13 @@ class DatabaseCheckpoints:
         claimed: Claimed,
         meter: Meter,
         deadline: float,
+        *,
+        eager: bool,
     ) -> None:
         self.deps, self.document_id, self.schema = deps, document_id, claimed.schema
-        self.meter, self.deadline = meter, deadline
+        self.meter, self.deadline, self.eager = meter, deadline, eager
         self._saved: dict[tuple[int, int], dict[str, Any]] = {}
+        self._unwritten: dict[tuple[int, int], dict[str, Any]] = {}
         self._calls_written = 0
         if claimed.checkpointed:
             with deps.sessions() as session:
@@ -306,24 +326,36 @@ class DatabaseCheckpoints:
         return self._saved.get((first, stop))
 
     def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
-        # The chunk's calls are final once its answer is validated: write the new ones.
+        self._saved[(first, stop)] = record
+        self._unwritten[(first, stop)] = record
+        if self.eager:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the answers not written yet, with the calls made so far."""
+        if not self._unwritten:
+            return
+        unwritten = dict(self._unwritten)
+        # The calls of a validated chunk are final: write the ones not written yet.
         calls = self.meter.calls[self._calls_written :]
 
         def write(session: Session) -> None:
             repo.record_calls(session, self.document_id, calls)
-            repo.save_checkpoint(
-                session,
-                self.document_id,
-                first,
-                stop,
-                self.schema.name,
-                self.schema.version,
-                record,
-            )
+            for (first, stop), record in unwritten.items():
+                repo.save_checkpoint(
+                    session,
+                    self.document_id,
+                    first,
+                    stop,
+                    self.schema.name,
+                    self.schema.version,
+                    record,
+                )
 
         _keep(self.deps, write, self.deadline, self.document_id)
-        self._saved[(first, stop)] = record
         self._calls_written += len(calls)
+        for key in unwritten:
+            self._unwritten.pop(key, None)
 
 
 def _keep(

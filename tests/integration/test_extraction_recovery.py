@@ -235,6 +235,27 @@ def test_a_retry_resumes_after_the_last_finished_chunk(
     assert [c.outcome for c in calls(deps, doc_id)] == ["ok", "ok", "error", "ok"]
 
 
+def test_a_re_check_the_provider_refused_does_not_pay_for_the_first_answer_again(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    # One page: the answer breaks a rule, the re-check meets an overloaded provider. The retry
+    # takes the first answer from its checkpoint and asks only the re-check again.
+    invoice = make_invoice(76)
+    right = invoice.expected()
+    fake_model_server.fields = right
+    fake_model_server.script(reply(fields={**right, "total": "1.00"}), error(529))
+    doc_id = upload(deps, bucket_with_queue.bucket, "one.pdf", render_pdf(invoice), "anthropic")
+    process.prepare_document(deps, doc_id, "prepare")
+
+    with pytest.raises(TransientError):
+        process.extract_document(deps, doc_id, "extract-1")
+    assert process.extract_document(deps, doc_id, "extract-2") is DocumentStatus.DONE
+
+    first, refused, recheck = fake_model_server.requests
+    assert len(first.images()) == 1 and len(refused.images()) == len(recheck.images()) > 1
+    assert [c.outcome for c in calls(deps, doc_id)] == ["ok", "error", "ok"]
+
+
 # --- a call lost after it was sent (item 10) ------------------------------------------------
 
 

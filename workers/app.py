@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from typing import Any
 
 from celery import Celery, signals
@@ -15,6 +16,7 @@ from kombu import Queue
 
 from pipeline.settings import Settings, get_settings
 from workers import queues
+from workers.broker import TRANSPORT
 
 
 def make_app(settings: Settings) -> Celery:
@@ -23,7 +25,12 @@ def make_app(settings: Settings) -> Celery:
         broker=settings.broker_url,
         include=["workers.tasks.documents", "workers.tasks.maintenance"],
     )
+    secure = settings.broker_url.startswith("rediss://")
     app.conf.update(
+        # kombu's Redis transport with the fix for a broker restart (workers/broker.py).
+        broker_transport=TRANSPORT,
+        # rediss:// verifies the server's certificate (kombu alone would not check it).
+        broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED} if secure else None,
         task_ignore_result=True,
         result_backend=None,
         task_acks_late=True,
@@ -34,14 +41,17 @@ def make_app(settings: Settings) -> Celery:
         # Celery's default 4 s wait for that report killed processes on a busy machine.
         worker_proc_alive_timeout=30.0,
         task_default_queue=queues.PREPARE,
-        task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
+        task_queues=[Queue(name) for name in queues.CONSUMED],
         task_time_limit=settings.task_time_limit_s,
         # The soft limit lets a task give its document back before the hard kill.
-        task_soft_time_limit=max(settings.task_time_limit_s - 30, settings.task_time_limit_s * 0.8),
+        task_soft_time_limit=settings.soft_time_limit_s,
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # A broker that is down for minutes (or hours) is waited for, never given up on: a
+        # worker that stopped retrying would sit idle or exit while work waits in Postgres.
+        broker_connection_max_retries=None,
         broker_transport_options={
             # A message unacked this long is handed to another worker: it must exceed the
             # longest task plus the longest retry countdown, or a slow task runs twice at once.
@@ -50,6 +60,7 @@ def make_app(settings: Settings) -> Celery:
             "socket_connect_timeout": 5,
         },
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_scheduler="workers.beat:MemoryScheduler",
         beat_schedule={
             "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
             "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
@@ -63,6 +74,7 @@ def make_app(settings: Settings) -> Celery:
                 if settings.ops_rollup_interval_s
                 else {}
             ),
+            "retention": {"task": "pagemill.retention", "schedule": settings.retention_interval_s},
         },
     )
     size_broker_pool(app, settings.worker_concurrency)

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from dataclasses import asdict
 from decimal import Decimal
@@ -251,11 +250,6 @@ def _celery_quiet(settings: Settings) -> list[str]:
     return ["--quiet"] if settings.log_format == "json" else []
 
 
-def _beat_schedule() -> Path:
-    # Beat's own state file; the schedule itself is in code, so losing it only re-runs a sweep.
-    return Path(tempfile.gettempdir()) / f"pagemill-beat-{os.getpid()}"
-
-
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
@@ -291,10 +285,10 @@ def worker(
         # One endpoint for both stage workers: they record into this process's directory
         # (inherited PROMETHEUS_MULTIPROC_DIR) and serve nothing themselves.
         telemetry.serve(settings, "worker")
-        code = launcher.run(
+        exit_code = launcher.run(
             stages, loglevel=loglevel, beat=with_beat, env={"PAGEMILL_METRICS_PORT": "0"}
         )
-        raise typer.Exit(code)
+        raise typer.Exit(exit_code)
 
     if settings.log_format == "json":
         # Before Celery starts: it warns (running as root, …) before it configures logging.
@@ -306,9 +300,10 @@ def worker(
     get_settings.cache_clear()
     from workers.app import app as celery_app
     from workers.app import size_broker_pool
+    from workers.beat import SCHEDULER
 
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
-    celery_app.worker_main(
+    code: object = celery_app.start(
         [
             *_celery_quiet(settings),
             "worker",
@@ -318,9 +313,14 @@ def worker(
             f"--queues={queues_ or ','.join(queues.CONSUMED)}",
             "--without-gossip",
             "--without-mingle",
-            *(["--beat", f"--schedule={_beat_schedule()}"] if with_beat else []),
+            # The schedule lives in memory (workers/beat.py): no state file is written.
+            *(["--beat", f"--scheduler={SCHEDULER}"] if with_beat else []),
         ]
     )
+    # Celery's exit code, passed on: a worker that stopped on an unrecoverable error (a broker
+    # connection it could not restore) must not exit 0, or a supervisor with restart-on-failure
+    # would leave it down. (app.worker_main drops the code: the process always exited 0.)
+    raise typer.Exit(_worker_exit_code(code))
 
 
 @app.command()
@@ -658,6 +658,25 @@ def sweep_once(
     typer.echo(f"{len(ids)} document(s) re-enqueued")
 
 
+@app.command("retention")
+def retention_once(
+    days: Annotated[
+        float | None,
+        typer.Option(help="Keep page images this many days after a document is final."),
+    ] = None,
+) -> None:
+    """Delete page images of documents final for longer than the retention (the beat does this
+    every PAGEMILL_RETENTION_INTERVAL_S)."""
+    from datetime import timedelta
+
+    from pipeline.usecases.retention import delete_expired_payloads
+
+    settings = _settings()
+    keep = settings.payload_retention_days if days is None else days
+    count = delete_expired_payloads(_sessions(settings), timedelta(days=keep))
+    typer.echo(f"page images of {count} document(s) deleted")
+
+
 @app.command("reconcile")
 def reconcile_once(
     bucket: Annotated[str, typer.Argument(help="Bucket to list.")],
@@ -693,6 +712,7 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     """Run the scheduler for the periodic sweep and reconciliation. A second beat waits on a
     lock in Redis until the first is gone, so they never schedule twice."""
     from workers.app import app as celery_app
+    from workers.beat import SCHEDULER
     from workers.beatlock import hold_beat_lock
 
     settings = _settings()
@@ -702,14 +722,18 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     atexit.register(held.release)  # a clean stop hands over at once, not after the TTL
     # Until Celery installs its own handlers, make SIGTERM an exit that runs atexit.
     signal.signal(signal.SIGTERM, _exit_on_term)
-    celery_app.start(
-        [
-            *_celery_quiet(settings),
-            "beat",
-            f"--loglevel={loglevel}",
-            f"--schedule={_beat_schedule()}",
-        ]
+    code: object = celery_app.start(
+        [*_celery_quiet(settings), "beat", f"--loglevel={loglevel}", f"--scheduler={SCHEDULER}"]
     )
+    raise typer.Exit(_worker_exit_code(code))
+
+
+def _worker_exit_code(code: object) -> int:
+    """Celery's exit code as an int: None is a clean stop (0), a code that is not a number is a
+    failure (1)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 @app.command()

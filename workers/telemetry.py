@@ -145,7 +145,7 @@ def queue_depths(broker_url: str) -> dict[str, int]:
     """Messages waiting in each of our Celery queues (all priorities); raises RedisError."""
     import redis
 
-    names = (*queues.CONSUMED, queues.DEAD_LETTER)
+    names = queues.CONSUMED
     client = redis.Redis.from_url(
         broker_url, socket_timeout=_SOURCE_TIMEOUT_S, socket_connect_timeout=_SOURCE_TIMEOUT_S
     )

@@ -5,7 +5,7 @@ Column names of document_events and of the ops_* views are a contract with the G
 and `pagemill status`: add columns, never rename or drop them.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04 14:30:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
@@ -332,10 +332,11 @@ VIEWS = {
     """,
     "ops_backlog": f"""
         SELECT d.stage, d.status, count(*) AS documents,
-               extract(epoch FROM now() - min(d.updated_at))::double precision AS oldest_age_s
+               extract(epoch FROM now() - min(d.updated_at))::double precision AS oldest_age_s,
+               d.wait_reason
           FROM documents d
          WHERE d.status NOT IN {FINAL}
-         GROUP BY d.stage, d.status
+         GROUP BY d.stage, d.status, d.wait_reason
     """,
     # The sweep re-enqueues such work after PAGEMILL_STUCK_AFTER_S; this view uses 30 minutes.
     "ops_stuck": f"""
@@ -346,11 +347,12 @@ VIEWS = {
          WHERE d.status NOT IN {FINAL} AND d.status = 'processing' AND d.lease_until < now()
         UNION ALL
         SELECT d.id, d.bucket, d.key, d.stage, d.status,
-               'pending_too_long', d.updated_at,
-               extract(epoch FROM now() - d.updated_at)::double precision
+               'pending_too_long', greatest(d.updated_at, d.not_before),
+               extract(epoch FROM now() - greatest(d.updated_at, d.not_before))::double precision
           FROM documents d
          WHERE d.status NOT IN {FINAL} AND d.status = 'pending'
-           AND d.updated_at < now() - interval '30 minutes'
+           -- A document waiting for an outage or a budget is not stuck until its wait is over.
+           AND greatest(d.updated_at, d.not_before) < now() - interval '30 minutes'
     """,
     "ops_cost_daily": f"""
         SELECT {day('hour')} AS day, provider, model, nullif(schema_name, '') AS schema_name,

@@ -58,6 +58,7 @@ class EInvoiceExtractor:
     provider = PROVIDER
     can_reask = False  # the XML says what it says
     runs_locally = True  # no network: the prepare stage finishes the document
+    max_tokens: int | None = None  # no model: nothing to budget
 
     def __init__(self, invoice: EInvoice | None = None, page_reader: Extractor | None = None):
         self.invoice = invoice

@@ -79,6 +79,8 @@ class OpenAICompatExtractor:
         # How the served model sees images (None: an unknown family, images go as rendered).
         self.vision: VisionModel | None = vision_model(self.model)
         self._max_pixels = settings.openai_max_pixels
+        # Sent only when a request asks: vLLM rejects prompt + max_tokens above its context.
+        self.max_tokens: int | None = None
         self._api_key = key.strip() or NO_API_KEY
         self._base_url = settings.openai_base_url
         self._timeout_s = settings.openai_timeout_s

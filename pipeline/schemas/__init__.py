@@ -33,6 +33,11 @@ class SchemaSpec:
     required: tuple[str, ...] = ()
     # What the fields are called on a page: grounding and the offline rules read it.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
+    # A document longer than one model call is extracted in chunks of pages and merged: every
+    # list field is concatenated in page order, every other field is taken from the first chunk
+    # that has a value, except these top-level fields, taken from the last chunk that has one
+    # (totals are printed at the end).
+    merge_last: frozenset[str] = frozenset()
 
     def json_schema(self) -> dict[str, Any]:
         # Pydantic rebuilds it on every call (~2 ms, once per model call); a copy is 0.1 ms and

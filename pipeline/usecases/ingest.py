@@ -25,7 +25,7 @@ def ingest_object(
     *,
     schema_name: str,
     provider: str | None,
-    enqueue: Callable[[int], None],
+    enqueue: Callable[[int], object],
     rejection: PermanentError | None = None,
 ) -> tuple[int, bool]:
     """Register the object version and enqueue it; a duplicate event enqueues nothing.
@@ -55,7 +55,7 @@ def ingest_event_object(
     default_schema: str,
     provider: str | None,
     read_metadata: bool,
-    enqueue: Callable[[int], None],
+    enqueue: Callable[[int], object],
 ) -> tuple[int, bool] | None:
     """Choose the schema (object metadata, then prefix routes, then the default) and ingest.
     None when the object is already gone (deleted before its event was read)."""

@@ -63,7 +63,8 @@ def snapshot(session: Session, *, window_min: int = 15) -> StatusSnapshot:
     now = session.execute(text("SELECT now()")).scalar_one()
     snap = StatusSnapshot(at=now.astimezone(UTC), window_min=window_min)
     for row in session.execute(text("SELECT stage, status, documents FROM ops_backlog")):
-        snap.backlog.setdefault(row.stage, {})[row.status] = int(row.documents)
+        by_status = snap.backlog.setdefault(row.stage, {})  # waiting ones are rows of their own
+        by_status[row.status] = by_status.get(row.status, 0) + int(row.documents)
         if row.status == DocumentStatus.PROCESSING.value:
             snap.in_flight[row.stage] = snap.in_flight.get(row.stage, 0) + int(row.documents)
     snap.oldest_pending_age_s = oldest_pending_age_s(session)

@@ -3,8 +3,15 @@
 prepare: claim → download → sniff → split and render pages → OCR scanned pages → store pages.
          A CPU-bound extractor (the offline one) extracts right here; a model provider's
          document moves on to the extract stage.
-extract: claim → load stored pages chunk by chunk → provider calls → validate → re-check
-         fields that fail a rule → ground every value → store → done or needs_review.
+extract: claim → load stored pages chunk by chunk → provider calls → validate → checkpoint
+         each chunk's answer → re-check fields that fail a rule → ground every value → store →
+         done or needs_review.
+
+An answer that arrived is never paid for twice: each chunk's validated answer is checkpointed
+with the calls' rows (as soon as it arrives when the document takes several calls; for a
+one-chunk document with its result, or as soon as anything after the call fails) and a retry
+resumes from the checkpoints; while the database is down, the answer waits in the process and
+the write is retried (`patiently`), up to the task's soft time limit.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,7 +34,7 @@ from pipeline import ocr, storage
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
 from pipeline.db.models import Document
-from pipeline.db.session import transaction
+from pipeline.db.session import UNAVAILABLE, patiently, transaction
 from pipeline.domain import (
     CallRecord,
     DocumentStatus,
@@ -77,7 +85,6 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
     return ExtractOptions(
         pages_per_call=settings.pages_per_call,
         max_reasks=settings.max_reasks,
-        expected_max_tokens=settings.anthropic_max_tokens,
         limiter=limiter or NoRateLimiter(),
         max_rechecks=settings.max_rechecks,
         tile_long_edge=settings.image_long_edge_px,
@@ -122,6 +129,7 @@ class Claimed:
     schema: SchemaSpec
     provider: str
     page_count: int | None
+    checkpointed: bool = False
 
 
 def _claim(
@@ -145,6 +153,7 @@ def _claim(
             schema=get_schema(doc.schema_name),
             provider=doc.provider or deps.settings.default_provider,
             page_count=doc.page_count,
+            checkpointed=doc.checkpointed,
         )
 
 
@@ -227,8 +236,19 @@ def extract_document(
     if not isinstance(claimed, Claimed):
         return claimed
     settings = deps.settings
+    # Answers wait in this process for the database until shortly before the task's soft time
+    # limit; the lease (longer than the hard limit) keeps the document ours until then.
+    deadline = time.monotonic() + settings.soft_time_limit_s - _DEADLINE_MARGIN_S
     meter = Meter(on_start=lambda call: _record_started(deps, document_id, call))
     renderer = SourceRenderer(deps.s3, claimed.ref, settings)
+    checkpoints = DatabaseCheckpoints(
+        deps,
+        document_id,
+        claimed,
+        meter,
+        deadline,
+        eager=(claimed.page_count or 0) > settings.pages_per_call,
+    )
     try:
         extractor = deps.extractor_for(claimed.provider)
         page_count = claimed.page_count or 0
@@ -254,6 +274,7 @@ def extract_document(
             deps.prices,
             meter,
             options_from(settings, deps.limiter),
+            checkpoints,
         )
         words_only: list[PageContent] | ChunkedPages
         if loaded:
@@ -267,15 +288,120 @@ def extract_document(
                 page_count,
                 lambda: repo.iter_page_words(deps.sessions, document_id, 0, page_count, size),
             )
-        return _finish(deps, document_id, claimed, extractor, result, words_only, renderer, meter)
+        return _finish(
+            deps,
+            document_id,
+            claimed,
+            extractor,
+            result,
+            words_only,
+            renderer,
+            meter,
+            deadline=deadline,
+        )
     except TransientError as exc:
+        checkpoints.flush()  # what was paid for stays, whatever failed after it
         _give_back(deps, document_id, meter, exc)
+        raise
+    except UNAVAILABLE:
+        checkpoints.flush()  # waits for the database: the answers are written, not lost
         raise
     except PermanentError as exc:
         fail_document(deps.sessions, document_id, exc, meter=meter, task_name="extract")
         return DocumentStatus.FAILED
     finally:
         renderer.close()
+
+
+_DEADLINE_MARGIN_S = 15.0
+
+
+class DatabaseCheckpoints:
+    """Chunk answers in Postgres (chunk_results), written with the calls that paid for them,
+    waiting for the database if it is down: an answer that arrived is kept, not asked for again.
+
+    A document of several chunks writes each answer as soon as it is validated (a worker killed
+    half-way loses no finished chunk). A one-chunk document writes its answer with the result,
+    in the final transaction, or with `flush` when anything after the call fails (a re-check the
+    provider refused, a database that went away): the common path costs no extra transaction;
+    only a worker killed between the answer and its storage pays for that answer again."""
+
+    def __init__(
+        self,
+        deps: Collaborators,
+        document_id: int,
+        claimed: Claimed,
+        meter: Meter,
+        deadline: float,
+        *,
+        eager: bool,
+    ) -> None:
+        self.deps, self.document_id, self.schema = deps, document_id, claimed.schema
+        self.meter, self.deadline, self.eager = meter, deadline, eager
+        self._saved: dict[tuple[int, int], dict[str, Any]] = {}
+        self._unwritten: dict[tuple[int, int], dict[str, Any]] = {}
+        self._calls_written = 0
+        if claimed.checkpointed:
+            with deps.sessions() as session:
+                self._saved = repo.load_checkpoints(
+                    session, document_id, self.schema.name, self.schema.version
+                )
+            if self._saved:
+                log.info(
+                    "document %s: resuming from %d checkpointed chunk(s)",
+                    document_id,
+                    len(self._saved),
+                )
+
+    def load(self, first: int, stop: int) -> dict[str, Any] | None:
+        return self._saved.get((first, stop))
+
+    def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
+        self._saved[(first, stop)] = record
+        self._unwritten[(first, stop)] = record
+        if self.eager:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the answers not written yet, with the calls made so far."""
+        if not self._unwritten:
+            return
+        unwritten = dict(self._unwritten)
+        # The calls of a validated chunk are final: write the ones not written yet.
+        calls = self.meter.calls[self._calls_written :]
+
+        def write(session: Session) -> None:
+            repo.record_calls(session, self.document_id, calls)
+            for (first, stop), record in unwritten.items():
+                repo.save_checkpoint(
+                    session,
+                    self.document_id,
+                    first,
+                    stop,
+                    self.schema.name,
+                    self.schema.version,
+                    record,
+                )
+
+        _keep(self.deps, write, self.deadline, self.document_id)
+        self._calls_written += len(calls)
+        for key in unwritten:
+            self._unwritten.pop(key, None)
+
+
+def _keep(
+    deps: Collaborators, write: Callable[[Session], Any], deadline: float, document_id: int
+) -> Any:
+    """Write what was paid for, waiting for the database while it is down (until `deadline`)."""
+    try:
+        return patiently(deps.sessions, write, deadline=deadline)
+    except UNAVAILABLE:
+        log.warning(
+            "document %s: the database stayed down past the task's time limit; the answer "
+            "held in memory is lost and will be asked for again",
+            document_id,
+        )
+        raise
 
 
 def check_result(
@@ -326,6 +452,8 @@ def _finish(
     pages: list[PageContent] | ChunkedPages,
     renderer: Any,
     meter: Meter,
+    *,
+    deadline: float | None = None,
 ) -> DocumentStatus:
     result = check_result(
         extractor,
@@ -337,15 +465,26 @@ def _finish(
         meter,
         options_from(deps.settings, deps.limiter),
     )
-    with transaction(deps.sessions) as session:
+    reasons = list(result.review_reasons)
+
+    def store(session: Session) -> DocumentStatus:
         # Under a lock on the invoice's key: of two copies finishing at once, one sees the other.
-        result.review_reasons += check_duplicates(
+        # Checked again on each try of the write (the database may have been down).
+        result.review_reasons = reasons + check_duplicates(
             session, document_id, result.schema_name, result.data
         )
         status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
         repo.record_calls(session, document_id, meter.calls)
         repo.save_extraction(session, document_id, result)
         repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)
+        return status
+
+    status: DocumentStatus
+    if deadline is None:  # the offline extractor: nothing paid, nothing to wait for
+        with transaction(deps.sessions) as session:
+            status = store(session)
+    else:
+        status = _keep(deps, store, deadline, document_id)
     log.info(
         "document %s %s: %d page(s), %d call(s), $%s",
         document_id,

@@ -39,7 +39,7 @@ class Dashboard:
     """What the dashboard needs beyond the database."""
 
     s3: Any  # page images rendered from the bucket object, the ground-truth export
-    enqueue: Callable[[int], None]  # a replayed dead letter goes back to the workers
+    enqueue: Callable[[int], object]  # a replayed dead letter goes back to the workers
     max_file_bytes: int
     limits: Limits
     refresh_s: int = 15

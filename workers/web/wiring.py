@@ -3,6 +3,7 @@ Shared by `pagemill web`, `pagemill ingest --webhook` and `pagemill demo --keep-
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def ingest_handle(settings: Settings, sessions: sessionmaker[Session], s3: Any) -> Handle:
     """What a bucket event does: register the object (schema chosen by metadata, routes or the
     default) and nudge the prepare stage."""
-    from workers.tasks.documents import enqueue_document
+    from workers.tasks.documents import nudge
 
     routes = configure_schemas(settings.user_schemas, settings.schema_routes, settings.schema_name)
 
@@ -40,7 +41,8 @@ def ingest_handle(settings: Settings, sessions: sessionmaker[Session], s3: Any) 
             default_schema=settings.schema_name,
             provider=settings.default_provider,
             read_metadata=settings.schema_from_metadata,
-            enqueue=enqueue_document,
+            # A broker that is down does not lose the document: Postgres owes it a nudge.
+            enqueue=functools.partial(nudge, sessions=sessions),
         )
 
     return handle
@@ -53,7 +55,7 @@ def build_app(
 
     The webhook is served when a secret is set or `host` is loopback; `require_webhook_secret`
     (the dedicated intake) makes a missing secret an error instead."""
-    from workers.tasks.documents import enqueue_document
+    from workers.tasks.documents import nudge
 
     pool = 5 if dashboard else 2
     engine = make_engine(settings.database_url, pool_size=pool)
@@ -78,7 +80,7 @@ def build_app(
 
         parts = Dashboard(
             s3=s3,
-            enqueue=enqueue_document,
+            enqueue=functools.partial(nudge, sessions=sessions),
             max_file_bytes=settings.max_file_bytes,
             limits=limits_from(settings),
             refresh_s=settings.web_refresh_s,

@@ -1,0 +1,250 @@
+"""A circuit breaker per provider and model, its state shared by every worker through Redis.
+
+closed: calls go through; `failure_threshold` consecutive outage failures (5xx, 529, timeouts,
+dropped connections) open it. open: no call goes to that model until `open_s` has passed; work
+goes to a configured secondary, or waits. half-open: one probe call at a time; its success
+closes the circuit, its failure opens it again. All times are the Redis server's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import redis
+
+from pipeline.errors import ErrorCategory
+
+log = logging.getLogger(__name__)
+
+CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # the metric's values
+
+# Failures that say the provider is down, not that our request is wrong or too fast.
+OUTAGE_CATEGORIES = frozenset(
+    {ErrorCategory.PROVIDER_UNAVAILABLE.value, ErrorCategory.TIMEOUT.value}
+)
+
+# Metrics hook, for the ops-metrics branch to wire (pipeline/metrics.py is not in this branch):
+# set it to a function that sets `pagemill_circuit_state{provider,model}` to STATE_VALUES[state],
+# e.g. `circuit.on_state = lambda p, m, s: CIRCUIT_STATE.labels(p, m).set(STATE_VALUES[s])`.
+on_state: Callable[[str, str, str], None] | None = None
+
+
+def is_outage(category: str) -> bool:
+    """A call failure that says the provider is down (5xx, 529, timeouts, dropped
+    connections), not that the request is wrong or too fast."""
+    return str(category) in OUTAGE_CATEGORIES
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    state: str
+    retry_at: datetime | None = None  # when a refused caller may ask again
+
+
+class CircuitBreaker(Protocol):
+    def allow(self, provider: str, model: str) -> Verdict: ...
+    def success(self, provider: str, model: str) -> None: ...
+    def failure(self, provider: str, model: str) -> None: ...
+    def state(self, provider: str, model: str) -> str: ...
+
+
+def _changed(provider: str, model: str, before: str, after: str) -> None:
+    if before == after:
+        return
+    # One line per change, not per call: an outage is two log lines.
+    log.warning("circuit %s:%s %s -> %s", provider, model, before, after)
+    if on_state is not None:
+        on_state(provider, model, after)
+
+
+# KEYS[1] hash {state, failures, until_ms}, KEYS[2] probe lock. Returns {allowed, state, at_ms}.
+_ALLOW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'closed' then return {1, state, 0} end
+local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until_ms') or '0')
+if state == 'open' and now < until_ms then return {0, state, until_ms} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'state', 'half_open')
+  return {1, 'half_open', 0}
+end
+return {0, 'half_open', now + tonumber(ARGV[1])}
+"""
+
+# ARGV: threshold, open_ms. Returns {state before, state after}.
+_FAILURE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local before = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if before == 'half_open' or (before == 'closed' and failures >= tonumber(ARGV[1])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'until_ms', now + tonumber(ARGV[2]), 'failures', 0)
+  redis.call('DEL', KEYS[2])
+  return {before, 'open'}
+end
+return {before, before}
+"""
+
+_SUCCESS_LUA = """
+local before = redis.call('HGET', KEYS[1], 'state') or 'closed'
+redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0)
+redis.call('DEL', KEYS[2])
+return before
+"""
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisCircuitBreaker:
+    """The breaker for a deployment: every worker sees the same state. A Redis error counts as
+    closed (calls go through, the provider's own answer decides): the breaker must never be
+    the reason work stops."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        failure_threshold: int = 5,
+        open_s: float = 30.0,
+        probe_s: float = 150.0,
+        prefix: str = "pagemill:circuit",
+    ) -> None:
+        self._client = client
+        self._threshold = failure_threshold
+        self._open_ms = int(open_s * 1000)
+        self._probe_ms = int(probe_s * 1000)
+        self._prefix = prefix
+        self._allow = client.register_script(_ALLOW_LUA)
+        self._failure = client.register_script(_FAILURE_LUA)
+        self._success = client.register_script(_SUCCESS_LUA)
+
+    def _keys(self, provider: str, model: str) -> list[str]:
+        base = f"{self._prefix}:{{{provider}:{model}}}"
+        return [base, base + ":probe"]
+
+    def allow(self, provider: str, model: str) -> Verdict:
+        try:
+            allowed, state, at_ms = self._allow(
+                keys=self._keys(provider, model), args=[self._probe_ms]
+            )
+        except redis.RedisError as exc:
+            log.warning("circuit state unavailable (%s); treating as closed", exc)
+            return Verdict(True, CLOSED)
+        at = datetime.fromtimestamp(int(at_ms) / 1000, UTC) if int(at_ms) else None
+        return Verdict(bool(int(allowed)), _text(state), at)
+
+    def failure(self, provider: str, model: str) -> None:
+        try:
+            before, after = self._failure(
+                keys=self._keys(provider, model), args=[self._threshold, self._open_ms]
+            )
+        except redis.RedisError as exc:
+            log.warning("circuit: could not record a failure: %s", exc)
+            return
+        _changed(provider, model, _text(before), _text(after))
+
+    def success(self, provider: str, model: str) -> None:
+        try:
+            before = self._success(keys=self._keys(provider, model))
+        except redis.RedisError as exc:
+            log.warning("circuit: could not record a success: %s", exc)
+            return
+        _changed(provider, model, _text(before), CLOSED)
+
+    def state(self, provider: str, model: str) -> str:
+        try:
+            raw = self._client.hget(self._keys(provider, model)[0], "state")
+        except redis.RedisError:
+            return CLOSED
+        return _text(raw) if raw is not None else CLOSED
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """Every circuit this deployment has seen (for `pagemill circuits`)."""
+        found: dict[tuple[str, str], str] = {}
+        for raw_key in self._client.scan_iter(match=f"{self._prefix}:*"):
+            key = _text(raw_key)
+            if key.endswith(":probe"):
+                continue
+            inner = key[len(self._prefix) + 2 : -1]  # strip "prefix:{" and "}"
+            provider, _, model = inner.partition(":")
+            state = self._client.hget(key, "state")
+            found[(provider, model)] = _text(state) if state is not None else CLOSED
+        return found
+
+
+@dataclass(slots=True)
+class _Circuit:
+    state: str = CLOSED
+    failures: int = 0
+    until: float = 0.0
+    probe_until: float = 0.0
+
+
+class MemoryCircuitBreaker:
+    """The same rules within one process (the in-process path and tests without Redis)."""
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        open_s: float = 30.0,
+        probe_s: float = 150.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._threshold = failure_threshold
+        self._open_s = open_s
+        self._probe_s = probe_s
+        self._clock = clock
+        self._circuits: dict[tuple[str, str], _Circuit] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, provider: str, model: str) -> _Circuit:
+        return self._circuits.setdefault((provider, model), _Circuit())
+
+    def allow(self, provider: str, model: str) -> Verdict:
+        with self._lock:
+            c, now = self._get(provider, model), self._clock()
+            if c.state == CLOSED:
+                return Verdict(True, CLOSED)
+            if c.state == OPEN and now < c.until:
+                return Verdict(False, OPEN, datetime.fromtimestamp(c.until, UTC))
+            if now >= c.probe_until:
+                c.state, c.probe_until = HALF_OPEN, now + self._probe_s
+                return Verdict(True, HALF_OPEN)
+            return Verdict(False, HALF_OPEN, datetime.fromtimestamp(c.probe_until, UTC))
+
+    def failure(self, provider: str, model: str) -> None:
+        with self._lock:
+            c = self._get(provider, model)
+            before = c.state
+            c.failures += 1
+            if before == HALF_OPEN or (before == CLOSED and c.failures >= self._threshold):
+                c.state, c.until, c.failures, c.probe_until = (
+                    OPEN,
+                    self._clock() + self._open_s,
+                    0,
+                    0.0,
+                )
+        _changed(provider, model, before, c.state)
+
+    def success(self, provider: str, model: str) -> None:
+        with self._lock:
+            c = self._get(provider, model)
+            before = c.state
+            c.state, c.failures, c.probe_until = CLOSED, 0, 0.0
+        _changed(provider, model, before, CLOSED)
+
+    def state(self, provider: str, model: str) -> str:
+        with self._lock:
+            return self._get(provider, model).state

@@ -48,6 +48,8 @@ def make_app(settings: Settings) -> Celery:
         beat_schedule={
             "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
             "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
+            # Submits queued batch requests and collects ended batches (pipeline/cost/batch.py).
+            "batches": {"task": "pagemill.batches", "schedule": settings.batch_poll_interval_s},
         },
     )
     size_broker_pool(app, settings.worker_concurrency)

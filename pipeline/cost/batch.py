@@ -164,7 +164,7 @@ class BatchRunner:
     sessions: sessionmaker[Session]
     extractor_for: Callable[[str], Extractor]
     prices: PriceTable
-    wake: Callable[[Iterable[int]], None]
+    wake: Callable[[Iterable[int]], object]
     max_requests: int = 2000
     min_requests: int = 100
     max_wait_s: float = 300.0

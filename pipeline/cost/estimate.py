@@ -36,7 +36,7 @@ def image_tokens(width: int, height: int) -> int:
         MAX_LONG_EDGE_PX / max(width, height),
         math.sqrt(MAX_IMAGE_TOKENS * PIXELS_PER_TOKEN / (width * height)),
     )
-    return math.ceil(round(width * scale) * round(height * scale) / PIXELS_PER_TOKEN)
+    return math.ceil(int(width * scale) * int(height * scale) / PIXELS_PER_TOKEN)
 
 
 def text_tokens(text: str) -> int:

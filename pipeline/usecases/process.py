@@ -262,7 +262,7 @@ def extract_document(
             deps, document_id, claimed, extractor, result, words_only, renderer, meter, options
         )
     except Waiting as waiting:
-        _hold(deps, document_id, meter, waiting)
+        _hold(deps, document_id, meter, waiting, owner)
         return None
     except DocumentBudgetSpent as spent:
         return _over_budget(deps, document_id, claimed, extractor, meter, spent)
@@ -400,15 +400,15 @@ class SourceRenderer:
             self._source.close()
 
 
-def _hold(deps: Collaborators, document_id: int, meter: Meter, waiting: Waiting) -> None:
+def _hold(
+    deps: Collaborators, document_id: int, meter: Meter, waiting: Waiting, owner: str | None
+) -> None:
     """Nothing failed: the document waits (visible as `waiting.reason`) and resumes by itself."""
+    from pipeline.cost.waiting import hold
+
     with transaction(deps.sessions) as session:
         repo.record_calls(session, document_id, meter.calls)
-        repo.release_for_retry(
-            session,
-            document_id,
-            TransientError(ErrorCategory.PROVIDER_RATE_LIMITED, waiting.message),
-        )
+        hold(session, document_id, waiting, owner)
     log.info("document %s waits (%s): %s", document_id, waiting.reason, waiting.message)
 
 

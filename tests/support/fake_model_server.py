@@ -1057,7 +1057,7 @@ def _image_tokens(node: Any, pixels_per_token: int) -> int:
             # Anthropic scales an image down (keeping its aspect ratio) to a long edge of at
             # most 1568 px and at most ~1,600 tokens before counting it.
             scale = min(1.0, 1568 / max(width, height), math.sqrt(1600 * 750 / (width * height)))
-            width, height = round(width * scale), round(height * scale)
+            width, height = int(width * scale), int(height * scale)
         total += math.ceil(width * height / pixels_per_token)
     return total
 

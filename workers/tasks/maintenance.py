@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pipeline.cost.batch import CycleReport as BatchCycle
+from pipeline.cost.waiting import wake_documents
 from pipeline.settings import get_settings
 from pipeline.usecases.recovery import reconcile, sweep
 from workers import queues
@@ -40,3 +42,28 @@ def reconcile_buckets() -> int:
             )
         )
     return found
+
+
+def run_batch_cycle() -> BatchCycle:
+    """Submit queued batch requests in groups and collect ended batches (pipeline/cost/batch)."""
+    from pipeline.cost.batch import BatchRunner
+
+    deps = collaborators()
+    settings = deps.settings
+    runner = BatchRunner(
+        sessions=deps.sessions,
+        extractor_for=deps.extractor_for,
+        prices=deps.prices,
+        wake=lambda ids: wake_documents(deps.sessions, ids, enqueue_document),
+        max_requests=settings.batch_max_requests,
+        min_requests=settings.batch_min_requests,
+        max_wait_s=settings.batch_max_wait_s,
+        max_attempts=settings.batch_max_attempts,
+        recheck_s=settings.budget_recheck_s,
+    )
+    return runner.run_once()
+
+
+@app.task(name="pagemill.batches", queue=queues.MAINTENANCE, ignore_result=True)
+def batch_cycle() -> int:
+    return run_batch_cycle().submitted

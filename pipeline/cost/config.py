@@ -107,9 +107,9 @@ _BATCH_WORDS = frozenset({"batch", "low", "non-urgent", "nonurgent", "bulk"})
 
 
 def metadata_priority(metadata: dict[str, str] | None) -> str | None:
-    """ "batch" when the object's metadata says it is not urgent, "standard" when it says it
-    is, None when it says nothing."""
+    """ "batch" when the object's metadata says it is not urgent, "urgent" when it says anything
+    else (then no batch route applies either), None when it says nothing."""
     for key, value in (metadata or {}).items():
         if key.strip().lower().removeprefix("x-amz-meta-") == PRIORITY_METADATA_KEY:
-            return "batch" if value.strip().lower() in _BATCH_WORDS else "standard"
+            return "batch" if value.strip().lower() in _BATCH_WORDS else "urgent"
     return None

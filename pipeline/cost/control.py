@@ -142,7 +142,10 @@ class CostServices:
             ).one()
             spent = budget.spent_before(session, document_id)
         ref = ObjectRef(bucket=bucket, key=key)
-        is_batch = priority == "batch" or config.is_batch_route(self.batch_routes, ref)
+        # Object metadata decides (batch or urgent); else the key prefix routes.
+        is_batch = priority == "batch" or (
+            priority != "urgent" and config.is_batch_route(self.batch_routes, ref)
+        )
         return DocumentCost(
             services=self,
             document_id=document_id,

@@ -62,7 +62,8 @@ class Document(Base):
     # model calls). Each stage claims the document for itself, so a stray message of the other
     # stage is a no-op.
     stage: Mapped[str] = mapped_column(Text, server_default=Stage.PREPARE.value)
-    # "batch": not urgent, its model calls go through the provider's batch API at a discount.
+    # "batch": not urgent, its model calls go through the provider's batch API at a discount;
+    # "urgent": never (whatever PAGEMILL_BATCH_ROUTES says); "standard": as the routes say.
     priority: Mapped[str] = mapped_column(Text, server_default="standard")
     page_count: Mapped[int | None] = mapped_column(Integer)
     repaired: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

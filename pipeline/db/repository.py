@@ -43,9 +43,14 @@ from pipeline.grounding import PageWords
 
 
 def register_document(
-    session: Session, ref: ObjectRef, schema_name: str, provider: str | None = None
+    session: Session,
+    ref: ObjectRef,
+    schema_name: str,
+    provider: str | None = None,
+    priority: str = "standard",
 ) -> tuple[int, bool]:
-    """The document row for this object version; (id, created). A duplicate event creates none."""
+    """The document row for this object version; (id, created). A duplicate event creates none.
+    `priority` "batch" sends its model calls through the provider's batch API (not urgent)."""
     params = {
         "bucket": ref.bucket,
         "key": ref.key,
@@ -53,6 +58,7 @@ def register_document(
         "size": ref.size,
         "schema_name": schema_name,
         "provider": provider,
+        "priority": priority,
     }
     new_id = session.execute(_register_statement(), params).scalar_one_or_none()
     if new_id is not None:

@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from pipeline.cost.batch import BatchRunner
 from pipeline.db.models import DeadLetter
-from pipeline.domain import DocumentStatus
+from pipeline.domain import DocumentStatus, ObjectRef
 from pipeline.synthetic import make_invoice, render_pdf
+from pipeline.usecases.ingest import ingest_event_object
 from pipeline.usecases.process import Collaborators
 from tests.support.cost_helpers import batch_requests, upload, with_cost
 from tests.support.fake_model_server import (
@@ -176,3 +177,37 @@ def test_a_re_ask_of_a_batch_document_goes_through_the_batch_too(
     reask = [r for r in fake_model_server.requests if r.api == "batch_item"][1]
     assert "currency" in reask.prompt_text()  # the validation errors went with the re-ask
     assert fake_model_server.count("anthropic") == 0
+
+
+def test_object_metadata_marks_an_upload_for_batch_and_overrides_the_prefix_routes(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    deps = _batch_deps(deps, fake_model_server)  # backfill/ is a batch route
+    s3, bucket = bucket_with_queue.s3, bucket_with_queue.bucket
+    invoice = make_invoice(75)
+    fake_model_server.fields = invoice.expected()
+    body = render_pdf(invoice)
+    ids: dict[str, int] = {}
+    for key, metadata in (
+        ("inbox/low.pdf", {"pagemill-priority": "low"}),
+        ("backfill/rush.pdf", {"pagemill-priority": "urgent"}),
+    ):
+        put = s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+        ref = ObjectRef(bucket=bucket, key=key, version=put["ETag"].strip('"'))
+        found = ingest_event_object(
+            deps.sessions,
+            s3,
+            ref,
+            routes=[],
+            default_schema="invoice",
+            provider="anthropic",
+            read_metadata=True,
+            enqueue=lambda _id: None,
+        )
+        assert found is not None
+        ids[key] = found[0]
+
+    assert process_document(deps, ids["inbox/low.pdf"]) is None  # waits for a batch
+    assert len(batch_requests(deps, ids["inbox/low.pdf"])) == 1
+    assert process_document(deps, ids["backfill/rush.pdf"]) is DocumentStatus.DONE
+    assert calls(deps, ids["backfill/rush.pdf"])[0].service_tier == "standard"

@@ -86,7 +86,7 @@ def test_cascade_failover_and_batch_routes_parse() -> None:
 def test_object_metadata_can_mark_an_upload_not_urgent() -> None:
     assert config.metadata_priority({"pagemill-priority": "batch"}) == "batch"
     assert config.metadata_priority({"X-Amz-Meta-Pagemill-Priority": "Low"}) == "batch"
-    assert config.metadata_priority({"pagemill-priority": "urgent"}) == "standard"
+    assert config.metadata_priority({"pagemill-priority": "urgent"}) == "urgent"
     assert config.metadata_priority({"other": "batch"}) is None
 
 

@@ -221,9 +221,17 @@ class DocumentCost:
             pages, schema, self._plan_label(extractor), page_cache.PROMPT_VERSION
         )
         with transaction(self.services.sessions) as session:
-            hit = page_cache.lookup(session, key, self.document_id)
+            hit = page_cache.lookup(session, key)
+            if hit is not None and hit.source_document_id != self.document_id:
+                page_cache.count_hit(session, key)
         if hit is None:
             return None
+        if hit.source_document_id == self.document_id:
+            # This document stored it on an earlier attempt (it waited, or a later call
+            # failed): a checkpoint, not a saving; no row, nothing paid twice.
+            at = len(meter.calls)
+            self.chunks.append(_Chunk(indexes, hit.data, at, at, key, hit.model))
+            return hit.data
         meter.calls.append(
             CallRecord(
                 provider=extractor.provider,
@@ -267,6 +275,8 @@ class DocumentCost:
         answered = [c for c in paid if c.outcome is CallOutcome.OK]
         if not answered:
             return
+        if any(c.model not in chunk.label.split(">") for c in answered):
+            return  # a failover secondary's answer is not what the key promises
         costs = [c.cost_usd for c in paid]
         cost = None if any(c is None for c in costs) else sum((c for c in costs if c), Decimal(0))
         if chunk.key is None:

@@ -52,35 +52,35 @@ class Hit:
     data: dict[str, Any]
     final: bool
     source_call_id: uuid.UUID
+    source_document_id: int | None
     cost_usd: Decimal | None
     provider: str
     model: str
 
 
-def lookup(session: Session, key: str, document_id: int | None) -> Hit | None:
-    """The stored answer for `key`, never one this same document stored (a document that runs
-    again is resuming, not re-uploaded)."""
+def lookup(session: Session, key: str) -> Hit | None:
     row = session.execute(
-        select(PageCacheEntry).where(
-            PageCacheEntry.key == key,
-            PageCacheEntry.source_document_id.is_distinct_from(document_id),
-        )
+        select(PageCacheEntry).where(PageCacheEntry.key == key)
     ).scalar_one_or_none()
     if row is None:
         return None
-    session.execute(
-        update(PageCacheEntry)
-        .where(PageCacheEntry.key == key)
-        .values(hits=PageCacheEntry.hits + 1, last_hit_at=func.now())
-    )
     return Hit(
         key=key,
         data=row.data,
         final=row.final,
         source_call_id=row.source_call_id,
+        source_document_id=row.source_document_id,
         cost_usd=row.cost_usd,
         provider=row.provider,
         model=row.model,
+    )
+
+
+def count_hit(session: Session, key: str) -> None:
+    session.execute(
+        update(PageCacheEntry)
+        .where(PageCacheEntry.key == key)
+        .values(hits=PageCacheEntry.hits + 1, last_hit_at=func.now())
     )
 
 

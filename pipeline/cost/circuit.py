@@ -30,9 +30,11 @@ OUTAGE_CATEGORIES = frozenset(
     {ErrorCategory.PROVIDER_UNAVAILABLE.value, ErrorCategory.TIMEOUT.value}
 )
 
-# Metrics hook, for the ops-metrics branch to wire (pipeline/metrics.py is not in this branch):
-# set it to a function that sets `pagemill_circuit_state{provider,model}` to STATE_VALUES[state],
-# e.g. `circuit.on_state = lambda p, m, s: CIRCUIT_STATE.labels(p, m).set(STATE_VALUES[s])`.
+# METRICS HOOK for `pagemill_circuit_state{provider,model}` (0 closed, 1 half-open, 2 open);
+# pipeline/metrics.py is not in this branch. The state lives in Redis, shared by every process,
+# so the gauge is best a scrape-time collector over `RedisCircuitBreaker.samples()`; `on_state`
+# is also called on each change this process sees, for a push-style gauge:
+#   circuit.on_state = lambda p, m, s: CIRCUIT_STATE.labels(p, m).set(STATE_VALUES[s])
 on_state: Callable[[str, str, str], None] | None = None
 
 
@@ -168,6 +170,10 @@ class RedisCircuitBreaker:
         except redis.RedisError:
             return CLOSED
         return _text(raw) if raw is not None else CLOSED
+
+    def samples(self) -> list[tuple[str, str, int]]:
+        """(provider, model, metric value) of every circuit: the metric's samples."""
+        return [(p, m, STATE_VALUES.get(s, 0)) for (p, m), s in sorted(self.states().items())]
 
     def states(self) -> dict[tuple[str, str], str]:
         """Every circuit this deployment has seen (for `pagemill circuits`)."""

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from pipeline.cost.circuit import RedisCircuitBreaker
 from pipeline.domain import DocumentStatus
 from pipeline.errors import ErrorCategory, TransientError
 from pipeline.synthetic import make_invoice, render_pdf
@@ -51,6 +52,8 @@ def test_an_open_circuit_routes_to_the_secondary_and_closes_again(
 
     _fail_twice(deps, first)  # the provider is overloaded: two outage failures open the circuit
     assert circuit.state("anthropic", SONNET) == "open"
+    assert isinstance(circuit, RedisCircuitBreaker)
+    assert ("anthropic", SONNET, 2) in circuit.samples()  # pagemill_circuit_state: 2 = open
     assert process_document(deps, first) is DocumentStatus.DONE  # served by the secondary
 
     failed_1, failed_2, served = calls(deps, first)
@@ -70,6 +73,7 @@ def test_an_open_circuit_routes_to_the_secondary_and_closes_again(
     [probe] = calls(deps, second)
     assert probe.provider == "anthropic" and probe.outcome == "ok"
     assert circuit.state("anthropic", SONNET) == "closed"
+    assert ("anthropic", SONNET, 0) in circuit.samples()
     third = upload(deps, bucket_with_queue.bucket, "c.pdf", pdf)
     assert process_document(deps, third) is DocumentStatus.DONE
     assert calls(deps, third)[0].provider == "anthropic"

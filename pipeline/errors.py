@@ -20,22 +20,47 @@ class ErrorCategory(StrEnum):
     TIMEOUT = "timeout"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    BROKER_UNAVAILABLE = "broker_unavailable"
     CONFIGURATION = "configuration"
     INTERNAL = "internal"
 
 
+# Infrastructure that is down, not a fault of the document: work waits for it as long as it
+# lasts (see pipeline/usecases/waiting.py) and the wait never uses up the document's retries.
+OUTAGES = frozenset(
+    {
+        ErrorCategory.PROVIDER_RATE_LIMITED,
+        ErrorCategory.PROVIDER_UNAVAILABLE,
+        ErrorCategory.STORAGE_UNAVAILABLE,
+        ErrorCategory.DATABASE_UNAVAILABLE,
+        ErrorCategory.BROKER_UNAVAILABLE,
+    }
+)
+
+
 class PipelineError(Exception):
-    """Base of every error the pipeline raises on purpose."""
+    """Base of every error the pipeline raises on purpose.
+
+    `maybe_billed` marks a provider call that failed after its request was sent (a timeout, a
+    connection dropped mid-answer): the provider may bill it, so its cost is unknown, not 0.
+    """
 
     transient: bool = False
+    outage: bool = False
 
     def __init__(
-        self, category: ErrorCategory, message: str, *, request_id: str | None = None
+        self,
+        category: ErrorCategory,
+        message: str,
+        *,
+        request_id: str | None = None,
+        maybe_billed: bool = False,
     ) -> None:
         super().__init__(message)
         self.category = category
         self.message = message
         self.request_id = request_id  # the provider's id for the failed call, when there was one
+        self.maybe_billed = maybe_billed
 
     def __str__(self) -> str:
         return f"{self.category}: {self.message}"
@@ -48,7 +73,13 @@ class PermanentError(PipelineError):
 
 
 class TransientError(PipelineError):
-    """Worth retrying later; `retry_after_s` carries the server's hint when it gave one."""
+    """Worth retrying later; `retry_after_s` carries the server's hint when it gave one.
+
+    `outage` (default: the category is one of OUTAGES) says that something the document needs
+    is down: the document waits for it without using up its retries. Say `outage=True` for a
+    timeout that is the dependency's (a provider that does not answer), leave it False for one
+    that is the document's (OCR or a task running too long).
+    """
 
     transient = True
 
@@ -59,6 +90,9 @@ class TransientError(PipelineError):
         *,
         retry_after_s: float | None = None,
         request_id: str | None = None,
+        outage: bool | None = None,
+        maybe_billed: bool = False,
     ) -> None:
-        super().__init__(category, message, request_id=request_id)
+        super().__init__(category, message, request_id=request_id, maybe_billed=maybe_billed)
         self.retry_after_s = retry_after_s
+        self.outage = category in OUTAGES if outage is None else outage

@@ -45,6 +45,11 @@ class Document(Base):
         UniqueConstraint("bucket", "key", "version", name="uq_documents_object_version"),
         CheckConstraint(f"status IN ({_values(DocumentStatus)})", name="ck_documents_status"),
         Index("ix_documents_status_updated", "status", "updated_at"),
+        Index(
+            "ix_documents_waiting",
+            "not_before",
+            postgresql_where=text("status = 'pending' AND not_before IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -73,6 +78,14 @@ class Document(Base):
     # A worker holds a document until this time; past it, the sweep hands the work to another.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_owner: Mapped[str | None] = mapped_column(Text)
+    # Waiting (see pipeline/usecases/waiting.py): a pending document does not run before
+    # `not_before`; `wait_reason` says what it waits for (an error category such as
+    # provider_unavailable, or budget_exceeded); `waiting_since` is when the current run of
+    # waits began; `retries` counts the failures that use up the retry budget (outages do not).
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wait_reason: Mapped[str | None] = mapped_column(Text)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -117,6 +130,24 @@ class PagePayload(Base):
     words: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     width_pt: Mapped[float] = mapped_column(Float)
     height_pt: Mapped[float] = mapped_column(Float)
+
+
+class ChunkResult(Base):
+    """A checkpoint: the validated answer for pages [first_page, stop_page) of a document that
+    takes more than one model call, so that a retry resumes instead of paying again. Deleted
+    when the document is finished."""
+
+    __tablename__ = "chunk_results"
+
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    first_page: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stop_page: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schema_name: Mapped[str] = mapped_column(Text)
+    schema_version: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Extraction(Base):

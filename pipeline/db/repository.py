@@ -16,6 +16,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    delete,
     func,
     or_,
     select,
@@ -26,7 +27,15 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
-from pipeline.db.models import DeadLetter, Document, Extraction, Page, PagePayload, VlmCall
+from pipeline.db.models import (
+    ChunkResult,
+    DeadLetter,
+    Document,
+    Extraction,
+    Page,
+    PagePayload,
+    VlmCall,
+)
 from pipeline.domain import (
     CallOutcome,
     CallRecord,
@@ -93,7 +102,12 @@ class ClaimedDocument:
     page_count: int | None
     attempts: int
     stored_result: bool  # a valid result for its schema is stored already
+    checkpointed: bool  # an earlier attempt saved chunk answers (chunk_results)
 
+
+# Worker and database clocks may disagree by a little: a delayed message for a waiting document
+# may arrive this much before its `not_before` and still start it.
+CLAIM_SLACK = timedelta(seconds=2)
 
 # The tables behind the models: hot-path statements run as Core, without the ORM's bookkeeping,
 # and are built once with bound parameters (building and cache-keying a statement per call cost
@@ -103,6 +117,7 @@ _PAGES = cast(Table, Page.__table__)
 _PAYLOADS = cast(Table, PagePayload.__table__)
 _CALLS = cast(Table, VlmCall.__table__)
 _EXTRACTIONS = cast(Table, Extraction.__table__)
+_CHUNKS = cast(Table, ChunkResult.__table__)
 
 
 @functools.cache
@@ -119,11 +134,20 @@ def _claim_statement() -> Update:
         .correlate(_DOCUMENTS)
         .exists()
     )
+    checkpointed = (
+        select(_CHUNKS.c.document_id)
+        .where(_CHUNKS.c.document_id == docs.id)
+        .correlate(_DOCUMENTS)
+        .exists()
+    )
     return (
         update(_DOCUMENTS)
         .where(
             docs.id == bindparam("p_document_id"),
             docs.stage == bindparam("p_stage"),
+            # A waiting document (see pipeline/usecases/waiting.py) is not started by a message
+            # that comes early: a stray redelivery must not cut its wait short.
+            or_(docs.not_before.is_(None), docs.not_before <= now + CLAIM_SLACK),
             or_(
                 docs.status == DocumentStatus.PENDING.value,
                 and_(
@@ -142,6 +166,8 @@ def _claim_statement() -> Update:
             lease_until=now + bindparam("p_lease", type_=Interval),
             lease_owner=bindparam("p_owner"),
             attempts=docs.attempts + 1,
+            not_before=None,
+            wait_reason=None,
             updated_at=now,
         )
         .returning(
@@ -154,6 +180,7 @@ def _claim_statement() -> Update:
             docs.page_count,
             docs.attempts,
             stored,
+            checkpointed,
         )
     )
 
@@ -419,10 +446,19 @@ def _finish_statement(with_pages: bool) -> ReturningUpdate[tuple[int]]:
             error_message=bindparam("p_error_message"),
             lease_until=None,
             lease_owner=None,
+            not_before=None,
+            wait_reason=None,
+            waiting_since=None,
             finished_at=func.now(),
             updated_at=func.now(),
         )
         .returning(docs.id)
+    )
+    # Chunk checkpoints served their purpose: the result (or the failure) is final.
+    stmt = stmt.add_cte(
+        delete(_CHUNKS)
+        .where(_CHUNKS.c.document_id == bindparam("p_document_id"))
+        .cte("dropped_checkpoints")
     )
     if with_pages:
         stmt = stmt.add_cte(
@@ -455,6 +491,10 @@ def _advance_statement() -> ReturningUpdate[tuple[int]]:
             status=DocumentStatus.PENDING.value,
             lease_until=None,
             lease_owner=None,
+            # Progress: the run of waits (if any) is over.
+            not_before=None,
+            wait_reason=None,
+            waiting_since=None,
             updated_at=func.now(),
         )
         .returning(docs.id)
@@ -549,6 +589,50 @@ def _load_pages_statement() -> Select[Any]:
             pages.page_index < bindparam("stop"),
         )
         .order_by(pages.page_index)
+    )
+
+
+def load_checkpoints(
+    session: Session, document_id: int, schema_name: str, schema_version: str
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """The validated chunk answers an earlier attempt saved, by page range [first, stop)."""
+    chunks = _CHUNKS.c
+    rows = session.execute(
+        select(chunks.first_page, chunks.stop_page, chunks.data).where(
+            chunks.document_id == document_id,
+            chunks.schema_name == schema_name,
+            chunks.schema_version == schema_version,
+        )
+    )
+    return {(row.first_page, row.stop_page): row.data for row in rows}
+
+
+def save_checkpoint(
+    session: Session,
+    document_id: int,
+    first: int,
+    stop: int,
+    schema_name: str,
+    schema_version: str,
+    data: dict[str, Any],
+) -> None:
+    stmt = insert(_CHUNKS).values(
+        document_id=document_id,
+        first_page=first,
+        stop_page=stop,
+        schema_name=schema_name,
+        schema_version=schema_version,
+        data=data,
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["document_id", "first_page", "stop_page"],
+            set_={
+                "schema_name": stmt.excluded.schema_name,
+                "schema_version": stmt.excluded.schema_version,
+                "data": stmt.excluded.data,
+            },
+        )
     )
 
 

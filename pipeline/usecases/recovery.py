@@ -26,10 +26,13 @@ def sweep(
     enqueue: Callable[[int, str], None],
     batch: int = 500,
 ) -> list[int]:
-    """Re-enqueue documents whose message was lost: pending too long, or a lease that expired
-    (the worker holding it died). An expired lease is given back as pending, and `updated_at`
-    is touched, so the next sweeps leave the document alone for `stuck_after`."""
+    """Re-enqueue documents whose message was lost: pending too long (and not waiting, see
+    pipeline/usecases/waiting.py), or a lease that expired (the worker holding it died). An
+    expired lease is given back as pending, and `updated_at` is touched, so the next sweeps
+    leave the document alone for `stuck_after`. A document is marked only once its message is
+    out: a broker that is down leaves the rest for the next sweep (the error propagates)."""
     now = func.now()
+    sent: list[int] = []
     with transaction(sessions) as session:
         found = list(
             session.execute(
@@ -38,6 +41,7 @@ def sweep(
                     or_(
                         and_(
                             Document.status == DocumentStatus.PENDING.value,
+                            Document.not_before.is_(None),
                             Document.updated_at < now - stuck_after,
                         ),
                         and_(
@@ -51,23 +55,59 @@ def sweep(
                 .with_for_update(skip_locked=True)
             )
         )
-        ids = [row.id for row in found]
-        if ids:
-            session.execute(
-                update(Document)
-                .where(Document.id.in_(ids))
-                .values(
-                    status=DocumentStatus.PENDING.value,
-                    lease_until=None,
-                    lease_owner=None,
-                    updated_at=now,
+        try:
+            for row in found:
+                enqueue(row.id, row.stage)
+                sent.append(row.id)
+        finally:
+            if sent:
+                session.execute(
+                    update(Document)
+                    .where(Document.id.in_(sent))
+                    .values(
+                        status=DocumentStatus.PENDING.value,
+                        lease_until=None,
+                        lease_owner=None,
+                        updated_at=now,
+                    )
+                )
+    if sent:
+        log.info("sweep re-enqueued %d document(s)", len(sent))
+    return sent
+
+
+def requeue_pending(
+    sessions: sessionmaker[Session], enqueue: Callable[[int, str], None], *, batch: int = 1000
+) -> list[int]:
+    """Enqueue every pending document that is not waiting, at once: for when the broker came back
+    empty (a restart without persistence) and every queued message died with it. Documents
+    whose messages survived get a second one, which their claim makes a no-op."""
+    sent: list[int] = []
+    after = 0
+    while True:
+        with sessions() as session:
+            rows = list(
+                session.execute(
+                    select(Document.id, Document.stage)
+                    .where(
+                        Document.status == DocumentStatus.PENDING.value,
+                        # Waiting documents are resume_due's (pipeline/usecases/waiting.py).
+                        Document.not_before.is_(None),
+                        Document.id > after,
+                    )
+                    .order_by(Document.id)
+                    .limit(batch)
                 )
             )
-    for row in found:
-        enqueue(row.id, row.stage)
-    if ids:
-        log.info("sweep re-enqueued %d document(s)", len(ids))
-    return ids
+        for row in rows:
+            enqueue(row.id, row.stage)
+            sent.append(row.id)
+        if len(rows) < batch:
+            break
+        after = rows[-1].id
+    if sent:
+        log.info("re-enqueued %d pending document(s) after the broker lost its messages", len(sent))
+    return sent
 
 
 def reconcile(

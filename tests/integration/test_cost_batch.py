@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline.cost.batch import BatchRunner
+from pipeline.cost.waiting import wake_documents
 from pipeline.db.models import DeadLetter
 from pipeline.domain import DocumentStatus, ObjectRef
 from pipeline.synthetic import make_invoice, render_pdf
@@ -34,11 +35,17 @@ SONNET = "claude-sonnet-4-6"
 
 
 class Woken:
-    def __init__(self) -> None:
+    """The runner's wake-up: the documents are made due (as in the workers), and noted here
+    instead of being sent to a broker."""
+
+    def __init__(self, deps: Collaborators) -> None:
+        self.deps = deps
         self.ids: list[int] = []
 
     def __call__(self, ids: Iterable[int]) -> None:
-        self.ids.extend(ids)
+        wake_documents(
+            self.deps.sessions, ids, lambda document_id, _stage: self.ids.append(document_id)
+        )
 
 
 def _runner(deps: Collaborators, woken: Woken, **kwargs: object) -> BatchRunner:
@@ -67,7 +74,9 @@ def test_batch_results_land_with_the_discount_applied(
     assert process_document(deps, doc) is None  # waits for the batch; nothing failed
     [queued] = batch_requests(deps, doc)
     assert queued.status == "queued" and queued.params is not None
-    assert document(deps, doc).status == "pending"
+    waiting = document(deps, doc)
+    assert (waiting.status, waiting.wait_reason) == ("pending", "batch")
+    assert process_document(deps, doc) is None  # an early message does not start it
     assert fake_model_server.count("anthropic") == 0  # no direct call
 
     # The periodic task's body, run by hand from the command line against the same database.
@@ -109,7 +118,7 @@ def test_an_expired_batch_request_is_retried_in_a_new_batch(
     fake_model_server.script_batch(batch_expired())
     doc = upload(deps, bucket_with_queue.bucket, "backfill/b.pdf", render_pdf(invoice))
     assert process_document(deps, doc) is None
-    woken = Woken()
+    woken = Woken(deps)
     runner = _runner(deps, woken)
 
     first = runner.run_once()
@@ -140,7 +149,7 @@ def test_a_batch_request_that_keeps_failing_is_dead_lettered_like_any_call(
     fake_model_server.script_batch(batch_errored("overloaded_error"), batch_errored("api_error"))
     doc = upload(deps, bucket_with_queue.bucket, "backfill/c.pdf", render_pdf(invoice))
     assert process_document(deps, doc) is None
-    woken = Woken()
+    woken = Woken(deps)
     runner = _runner(deps, woken, max_attempts=2)
     runner.run_once()
     report = runner.run_once()
@@ -162,7 +171,7 @@ def test_a_re_ask_of_a_batch_document_goes_through_the_batch_too(
     fake_model_server.fields = invoice.expected()
     fake_model_server.script_batch(reply(fields={**invoice.expected(), "currency": "EURO"}))
     doc = upload(deps, bucket_with_queue.bucket, "backfill/d.pdf", render_pdf(invoice))
-    runner = _runner(deps, Woken())
+    runner = _runner(deps, Woken(deps))
 
     assert process_document(deps, doc) is None
     runner.run_once()

@@ -8,6 +8,7 @@ from pipeline.cost.batch import CycleReport as BatchCycle
 from pipeline.cost.waiting import wake_documents
 from pipeline.settings import get_settings
 from pipeline.usecases.recovery import reconcile, sweep
+from pipeline.usecases.waiting import resume_due
 from workers import queues
 from workers.app import app
 from workers.runtime import collaborators
@@ -17,12 +18,15 @@ from workers.tasks.documents import enqueue_document
 @app.task(name="pagemill.sweep", queue=queues.MAINTENANCE, ignore_result=True)
 def sweep_stuck() -> int:
     deps = collaborators()
+    # Waiting documents whose wait is over (pipeline/usecases/waiting.py). MERGE NOTE: the
+    # outages branch's sweep does this too; keep one call.
+    resumed = resume_due(deps.sessions, enqueue_document)
     stuck = sweep(
         deps.sessions,
         stuck_after=timedelta(seconds=deps.settings.stuck_after_s),
         enqueue=enqueue_document,
     )
-    return len(stuck)
+    return len(stuck) + len(resumed)
 
 
 @app.task(name="pagemill.reconcile", queue=queues.MAINTENANCE, ignore_result=True)

@@ -199,6 +199,8 @@ class Outcome:
     escalated: int = 0
     cache_hits: int = 0
     batch_calls: int = 0
+    estimated: Decimal = Decimal(0)  # what the answered calls were estimated to cost
+    answered: Decimal = Decimal(0)  # what they cost
     seconds: float = 0.0
 
     @property
@@ -293,8 +295,13 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
             " sum(saved_batch_usd) AS batch, sum(saved_prompt_cache_usd) AS prompt,"
             " count(*) FILTER (WHERE purpose = 'escalate') AS escalated,"
             " count(*) FILTER (WHERE purpose = 'cache_hit') AS hits,"
-            " count(*) FILTER (WHERE service_tier = 'batch') AS batch_calls FROM vlm_calls"
+            " count(*) FILTER (WHERE service_tier = 'batch') AS batch_calls,"
+            " coalesce(sum(estimated_cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
+            "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS estimated,"
+            " coalesce(sum(cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
+            "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS answered FROM vlm_calls"
         )).one()
+        outcome.estimated, outcome.answered = Decimal(row.estimated), Decimal(row.answered)
         outcome.cost, outcome.calls = Decimal(row.cost), row.calls
         outcome.saved = {k: Decimal(getattr(row, k) or 0) for k in ("cache", "cascade", "batch", "prompt")}
         outcome.escalated, outcome.cache_hits, outcome.batch_calls = row.escalated, row.hits, row.batch_calls
@@ -368,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(strong {STRONG}, cheap {CHEAP})")
     header = (f"{'set-up':<18} {'$/1,000 pages':>14} {'vs naive':>9} {'done':>7} {'review':>7}"
               f" {'calls':>6} {'escalated':>9} {'cache hits':>10} {'batch calls':>11}"
-              f" {'saved $ (cache/cascade/batch/prompt)':>38}")
+              f" {'saved $ (cache/cascade/batch/prompt)':>38} {'est/actual':>10}")
     print(header)
     print("-" * len(header))
     naive = results[0].per_1000_pages
@@ -376,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = r.per_1000_pages / naive if naive else Decimal(0)
         print(f"{r.name:<18} {r.per_1000_pages:>14.4f} {ratio:>9.2f} {r.done_rate:>7.1%}"
               f" {r.review:>7} {r.calls:>6} {r.escalated:>9} {r.cache_hits:>10}"
-              f" {r.batch_calls:>11} {' / '.join(f'{v:.4f}' for v in r.saved.values()):>38}")
+              f" {r.batch_calls:>11} {' / '.join(f'{v:.4f}' for v in r.saved.values()):>38}"
+              f" {r.estimated / r.answered if r.answered else Decimal(0):>10.2f}")
     final = next((r for r in results if r.name == "all together"), None)
     common.write_results("cost", {"setups": [dataclasses.asdict(r) | {
         "per_1000_pages": str(r.per_1000_pages), "done_rate": r.done_rate} for r in results]})

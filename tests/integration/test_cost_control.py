@@ -274,6 +274,13 @@ def test_estimates_are_stored_beside_the_actuals_and_reports_agree_with_the_view
             actual = call.input_tokens + call.cache_creation_input_tokens
             assert abs(call.estimated_input_tokens - actual) <= 0.15 * actual
 
+    with deps.sessions() as session:
+        accuracy = session.execute(
+            text("SELECT model, calls, input_mean_abs_error FROM cost_estimates ORDER BY model")
+        ).all()
+    assert [(a.model, a.calls) for a in accuracy] == [(HAIKU, 3), (SONNET, 1)]
+    assert all(a.input_mean_abs_error < Decimal("0.15") for a in accuracy)
+
     env = dict(os.environ)
     for by, view in (
         ("model", "cost_by_model"),

@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     # "anthropic:claude-sonnet-4-6=openai_compat;anthropic:*=anthropic:claude-haiku-4-5".
     failover: str = ""
     circuit_failures: Annotated[int, Field(ge=1)] = 5  # consecutive outage errors to open
-    circuit_open_s: Annotated[float, Field(gt=0)] = 30.0  # before a probe call is let through
+    # Before one probe call is let through (short: a probe is one call from one worker).
+    circuit_open_s: Annotated[float, Field(gt=0)] = 5.0
 
     # Intake webhook (S3-compatible servers post bucket events here).
     webhook_host: str = "127.0.0.1"

@@ -3,7 +3,12 @@
 closed: calls go through; `failure_threshold` consecutive outage failures (5xx, 529, timeouts,
 dropped connections) open it. open: no call goes to that model until `open_s` has passed; work
 goes to a configured secondary, or waits. half-open: one probe call at a time; its success
-closes the circuit, its failure opens it again. All times are the Redis server's clock.
+closes the circuit, its failure opens it again. Any other answer (a 429, a 400) shows the
+provider is up and counts as a success. All times are the Redis server's clock.
+
+`peek` says where a call would go without taking anything (used to route); `allow` is asked
+right before the request is sent and takes the probe when one is due, so a probe is never
+taken by a call that does not happen.
 """
 
 from __future__ import annotations
@@ -52,10 +57,18 @@ class Verdict:
 
 
 class CircuitBreaker(Protocol):
+    def peek(self, provider: str, model: str) -> Verdict: ...
     def allow(self, provider: str, model: str) -> Verdict: ...
-    def success(self, provider: str, model: str) -> None: ...
+    def success(self, provider: str, model: str) -> str:
+        """Record an answer; the state before it (a change to closed wakes waiting work)."""
+        ...
+
     def failure(self, provider: str, model: str) -> None: ...
     def state(self, provider: str, model: str) -> str: ...
+
+
+# A call refused while another one probes waits about this long: the probe is one call.
+PROBE_WAIT_MS = 5000
 
 
 def _changed(provider: str, model: str, before: str, after: str) -> None:
@@ -67,7 +80,8 @@ def _changed(provider: str, model: str, before: str, after: str) -> None:
         on_state(provider, model, after)
 
 
-# KEYS[1] hash {state, failures, until_ms}, KEYS[2] probe lock. Returns {allowed, state, at_ms}.
+# KEYS[1] hash {state, failures, until_ms}, KEYS[2] probe lock; ARGV probe_ms, wait_ms, take.
+# Returns {allowed, state, retry_at_ms}.
 _ALLOW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -75,11 +89,12 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'closed' then return {1, state, 0} end
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until_ms') or '0')
 if state == 'open' and now < until_ms then return {0, state, until_ms} end
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 'half_open', now + tonumber(ARGV[2])} end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'half_open')
-  return {1, 'half_open', 0}
 end
-return {0, 'half_open', now + tonumber(ARGV[1])}
+return {1, 'half_open', 0}
 """
 
 # ARGV: threshold, open_ms. Returns {state before, state after}.
@@ -135,10 +150,17 @@ class RedisCircuitBreaker:
         base = f"{self._prefix}:{{{provider}:{model}}}"
         return [base, base + ":probe"]
 
+    def peek(self, provider: str, model: str) -> Verdict:
+        return self._ask(provider, model, take=False)
+
     def allow(self, provider: str, model: str) -> Verdict:
+        return self._ask(provider, model, take=True)
+
+    def _ask(self, provider: str, model: str, *, take: bool) -> Verdict:
         try:
             allowed, state, at_ms = self._allow(
-                keys=self._keys(provider, model), args=[self._probe_ms]
+                keys=self._keys(provider, model),
+                args=[self._probe_ms, PROBE_WAIT_MS, "1" if take else "0"],
             )
         except redis.RedisError as exc:
             log.warning("circuit state unavailable (%s); treating as closed", exc)
@@ -156,13 +178,14 @@ class RedisCircuitBreaker:
             return
         _changed(provider, model, _text(before), _text(after))
 
-    def success(self, provider: str, model: str) -> None:
+    def success(self, provider: str, model: str) -> str:
         try:
-            before = self._success(keys=self._keys(provider, model))
+            before = _text(self._success(keys=self._keys(provider, model)))
         except redis.RedisError as exc:
             log.warning("circuit: could not record a success: %s", exc)
-            return
-        _changed(provider, model, _text(before), CLOSED)
+            return CLOSED
+        _changed(provider, model, before, CLOSED)
+        return before
 
     def state(self, provider: str, model: str) -> str:
         try:
@@ -218,17 +241,25 @@ class MemoryCircuitBreaker:
     def _get(self, provider: str, model: str) -> _Circuit:
         return self._circuits.setdefault((provider, model), _Circuit())
 
+    def peek(self, provider: str, model: str) -> Verdict:
+        return self._ask(provider, model, take=False)
+
     def allow(self, provider: str, model: str) -> Verdict:
+        return self._ask(provider, model, take=True)
+
+    def _ask(self, provider: str, model: str, *, take: bool) -> Verdict:
         with self._lock:
             c, now = self._get(provider, model), self._clock()
             if c.state == CLOSED:
                 return Verdict(True, CLOSED)
             if c.state == OPEN and now < c.until:
                 return Verdict(False, OPEN, datetime.fromtimestamp(c.until, UTC))
-            if now >= c.probe_until:
+            if now < c.probe_until:
+                wait = now + PROBE_WAIT_MS / 1000
+                return Verdict(False, HALF_OPEN, datetime.fromtimestamp(wait, UTC))
+            if take:
                 c.state, c.probe_until = HALF_OPEN, now + self._probe_s
-                return Verdict(True, HALF_OPEN)
-            return Verdict(False, HALF_OPEN, datetime.fromtimestamp(c.probe_until, UTC))
+            return Verdict(True, HALF_OPEN)
 
     def failure(self, provider: str, model: str) -> None:
         with self._lock:
@@ -244,12 +275,13 @@ class MemoryCircuitBreaker:
                 )
         _changed(provider, model, before, c.state)
 
-    def success(self, provider: str, model: str) -> None:
+    def success(self, provider: str, model: str) -> str:
         with self._lock:
             c = self._get(provider, model)
             before = c.state
             c.state, c.failures, c.probe_until = CLOSED, 0, 0.0
         _changed(provider, model, before, CLOSED)
+        return before
 
     def state(self, provider: str, model: str) -> str:
         with self._lock:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +30,7 @@ from pipeline.checks import RuleFailure
 from pipeline.cost import batch as batches
 from pipeline.cost import budget, config, page_cache
 from pipeline.cost.batch_api import BatchCapable
-from pipeline.cost.circuit import CircuitBreaker, MemoryCircuitBreaker, is_outage
+from pipeline.cost.circuit import CLOSED, CircuitBreaker, MemoryCircuitBreaker, Verdict, is_outage
 from pipeline.cost.estimate import Estimator, prefix_tokens
 from pipeline.cost.hooks import AwaitingBatch, CallPlan, ProviderHeld
 from pipeline.cost.prompt_cache import MemoryActivity, PrefixActivity, prompt_cache_saving
@@ -349,10 +351,10 @@ class DocumentCost:
         return CallPlan(chosen, request, estimate, purpose=purpose)
 
     def _route(self, extractor: Extractor) -> Extractor:
-        """The primary while its circuit lets calls through, else the configured secondary
-        (when its own circuit does), else the document waits for the primary."""
+        """The primary while its circuit lets calls through (or a probe is due), else the
+        configured secondary (when its own circuit does), else the document waits."""
         circuit = self.services.circuit
-        verdict = circuit.allow(extractor.provider, extractor.model)
+        verdict = circuit.peek(extractor.provider, extractor.model)
         if verdict.allowed:
             return extractor
         target = config.failover_for(self.services.failover, extractor.provider, extractor.model)
@@ -360,14 +362,22 @@ class DocumentCost:
             secondary = self.extractor_for(target.provider)
             if target.model:
                 secondary = self.services.with_model(secondary, target.model)
-            second = circuit.allow(secondary.provider, secondary.model)
-            if second.allowed:
+            if circuit.peek(secondary.provider, secondary.model).allowed:
                 return secondary
-        raise ProviderHeld(
-            f"{extractor.provider}:{extractor.model} is failing (circuit {verdict.state})"
+        raise self._held(extractor.provider, extractor.model, verdict, target)
+
+    def _held(
+        self, provider: str, model: str, verdict: Verdict, target: config.Target | None = None
+    ) -> ProviderHeld:
+        # Spread the returns so that held documents do not all come back at the same instant.
+        until = (verdict.retry_at or datetime.now(UTC)) + timedelta(
+            seconds=random.uniform(0, self.services.settings.circuit_open_s / 2)
+        )
+        return ProviderHeld(
+            f"{provider}:{model} is failing (circuit {verdict.state})"
             + ("" if target is None else f" and so is its secondary {target.label}")
             + "; the document waits for it to recover",
-            until=verdict.retry_at,
+            until=until,
         )
 
     def _batch_plan(
@@ -416,9 +426,13 @@ class DocumentCost:
         raise AwaitingBatch(f"call {key} goes through the {extractor.provider} batch API")
 
     def start_call(self, record: CallRecord) -> None:
-        """The `started` row, written before the request goes out, in the same transaction as
-        the charge to every spending cap that applies (raises BudgetExceeded: no row, no
+        """Right before the request goes out: the circuit's say (a probe is taken here, so no
+        call that does not happen holds it), then the `started` row in the same transaction
+        as the charge to every spending cap that applies (raises BudgetExceeded: no row, no
         call)."""
+        verdict = self.services.circuit.allow(record.provider, record.model)
+        if not verdict.allowed:  # another worker's probe is under way, or it just failed
+            raise self._held(record.provider, record.model, verdict)
         with transaction(self.services.sessions) as session:
             record.budget_ledger_ids = budget.charge_caps(
                 session,
@@ -430,11 +444,14 @@ class DocumentCost:
 
     def settle(self, plan: CallPlan, record: CallRecord, reply: ProviderReply | None) -> None:
         services = self.services
-        if reply is None:
-            if record.error_category is not None and is_outage(record.error_category):
-                services.circuit.failure(record.provider, record.model)
+        if reply is None and record.error_category is not None and is_outage(record.error_category):
+            services.circuit.failure(record.provider, record.model)
             return
-        services.circuit.success(record.provider, record.model)
+        # Any answer, a refusal or a 429 included, shows the provider is up.
+        if services.circuit.success(record.provider, record.model) != CLOSED:
+            self._wake_held()
+        if reply is None:
+            return
         services.estimator.learn(record.model, self.schema, reply.usage.output_tokens)
         services.activity.note(self._prompt_key(plan.extractor), record.prompt_cache_marked)
         price = services.prices.price_for(record.provider, record.model)
@@ -450,6 +467,16 @@ class DocumentCost:
             strong = services.prices.cost(record.provider, models[-1], reply.usage)
             if strong is not None:
                 record.savings.cascade = strong - record.cost_usd
+
+    def _wake_held(self) -> None:
+        """The circuit closed: documents held for it are due now (the sweep resumes them)."""
+        from pipeline.cost.waiting import PROVIDER_DOWN
+        from pipeline.usecases.waiting import wake
+
+        with transaction(self.services.sessions) as session:
+            woken = wake(session, [PROVIDER_DOWN])
+        if woken:
+            log.info("circuit closed: %d held document(s) resume", woken)
 
     # -- cascade ------------------------------------------------------------------------------
 

@@ -4,10 +4,11 @@ provider through the real SDKs: an open circuit routes to the secondary and clos
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.cost.circuit import RedisCircuitBreaker
+from pipeline.cost.circuit import MemoryCircuitBreaker, RedisCircuitBreaker
 from pipeline.domain import DocumentStatus
 from pipeline.errors import ErrorCategory, TransientError
 from pipeline.synthetic import make_invoice, render_pdf
@@ -107,3 +108,45 @@ def test_without_a_secondary_the_work_waits_instead_of_failing(
     # Messages that come before the circuit lets a probe through start nothing.
     assert process_document(deps, doc) is None
     assert fake_model_server.count("anthropic") == requests
+
+
+def test_held_work_resumes_as_soon_as_a_probe_closes_the_circuit(
+    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
+) -> None:
+    clock = Clock()
+    deps = with_cost(
+        deps,
+        fake_model_server,
+        circuit=MemoryCircuitBreaker(failure_threshold=2, open_s=600, clock=clock),
+        circuit_open_s=600,
+        page_cache=False,
+    )
+    invoice = make_invoice(83)
+    fake_model_server.fields = invoice.expected()
+    fake_model_server.script(error(529, api="anthropic"), error(529, api="anthropic"))
+    pdf = render_pdf(invoice)
+    held = upload(deps, bucket_with_queue.bucket, "held.pdf", pdf)
+    _fail_twice(deps, held)
+    assert process_document(deps, held) is None
+    waiting = document(deps, held)
+    assert waiting.wait_reason == "provider_down"
+    assert waiting.not_before is not None
+    assert waiting.not_before > datetime.now(UTC) + timedelta(minutes=5)  # the open period
+
+    clock.now += 600  # the open period is over: the next call is the probe
+    probe = upload(deps, bucket_with_queue.bucket, "probe.pdf", pdf)
+    assert process_document(deps, probe) is DocumentStatus.DONE
+
+    # The probe closed the circuit: the held document is due now, not in ten minutes.
+    woken = document(deps, held)
+    assert woken.not_before is not None and woken.not_before <= datetime.now(UTC)
+    assert process_document(deps, held) is DocumentStatus.DONE
+    assert [c.outcome for c in calls(deps, held)] == ["error", "error", "ok"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now

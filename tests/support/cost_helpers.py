@@ -10,7 +10,7 @@ import redis
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from pipeline.cost.circuit import RedisCircuitBreaker
+from pipeline.cost.circuit import CircuitBreaker, RedisCircuitBreaker
 from pipeline.cost.control import CostServices
 from pipeline.cost.prompt_cache import RedisActivity
 from pipeline.db import repository as repo
@@ -26,7 +26,12 @@ from tests.support.fake_model_server import FakeModelServer
 
 
 def with_cost(
-    deps: Collaborators, server: FakeModelServer, *, shared_state: bool = False, **overrides: Any
+    deps: Collaborators,
+    server: FakeModelServer,
+    *,
+    shared_state: bool = False,
+    circuit: CircuitBreaker | None = None,
+    **overrides: Any,
 ) -> Collaborators:
     """`deps` with cost control on and settings changed by `overrides`; both providers point at
     the fake server. `shared_state` keeps circuits and prompt-cache activity in the test
@@ -47,7 +52,7 @@ def with_cost(
             extractors[name] = build_extractor(settings, name)
         return extractors[name]
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"circuit": circuit} if circuit is not None else {}
     if shared_state:
         client = redis.Redis.from_url(TEST_BROKER_URL)
         # A fresh start: no circuit or prompt-cache traffic left by an earlier test.

@@ -131,14 +131,18 @@ def test_circuit_opens_after_sustained_failures_probes_once_and_closes_on_succes
     assert breaker.allow("anthropic", "other-model").allowed  # per provider and model
 
     clock.now += 30
+    assert breaker.peek("anthropic", "m").allowed  # a probe is due; looking takes nothing
+    assert breaker.peek("anthropic", "m").allowed
     probe = breaker.allow("anthropic", "m")
     assert probe.allowed and probe.state == HALF_OPEN
-    assert not breaker.allow("anthropic", "m").allowed  # one probe at a time
+    refused = breaker.allow("anthropic", "m")  # one probe at a time
+    assert not refused.allowed and not breaker.peek("anthropic", "m").allowed
+    assert refused.retry_at is not None
     breaker.failure("anthropic", "m")  # the probe failed: open again
     assert breaker.state("anthropic", "m") == OPEN
 
     clock.now += 30
     assert breaker.allow("anthropic", "m").allowed
-    breaker.success("anthropic", "m")
+    assert breaker.success("anthropic", "m") == HALF_OPEN  # the state it closed from
     assert breaker.state("anthropic", "m") == CLOSED
     assert breaker.allow("anthropic", "m").allowed

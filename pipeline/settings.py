@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # Cost control (pipeline/cost; README "Cost"). A document may spend page_budget_* per page
     # (capped by document_budget_* when set), re-asks, re-checks and retries included; past it
     # it goes to review instead of calling again.
-    page_budget_usd: Annotated[Decimal | None, Field(ge=0)] = Decimal("0.05")
+    page_budget_usd: Annotated[Decimal | None, Field(ge=0)] = Decimal("0.10")
     page_budget_tokens: Annotated[int | None, Field(ge=0)] = 30_000
     document_budget_usd: Annotated[Decimal | None, Field(ge=0)] = None
     document_budget_tokens: Annotated[int | None, Field(ge=0)] = None

@@ -418,8 +418,20 @@ class RedisRateLimiter:
             try:
                 reply = self._acquire_script(keys=keys, args=args)
             except redis.RedisError as exc:
+                if limits.unlimited:
+                    # Only the shared 429 cooldown is at stake: calling without it beats not
+                    # calling at all while Redis is down.
+                    log.debug("rate limiter unavailable, calling without the cooldown: %s", exc)
+                    return Permit(
+                        id=permit_id,
+                        provider=provider,
+                        model=model,
+                        limits=limits,
+                        input_tokens=0,
+                        output_tokens=0,
+                    )
                 raise TransientError(
-                    ErrorCategory.INTERNAL, f"rate limiter unavailable: {exc}"
+                    ErrorCategory.BROKER_UNAVAILABLE, f"rate limiter unavailable: {exc}"
                 ) from exc
             allowed, wait_ms, inflight_full, reasons, charged_in, charged_out = reply
             if int(allowed):
@@ -540,12 +552,12 @@ def make_rate_limiter(
     max_wait_s: float = 30.0,
     lease_s: float = 600.0,
 ) -> RateLimiter:
-    """A RedisRateLimiter for `spec` (see `parse_limits`), or NoRateLimiter when it is empty.
+    """A RedisRateLimiter for `spec` (see `parse_limits`; empty: no limits, only the cooldown).
 
     Call it at start-up, not at import: it opens a Redis connection pool.
     """
     table = parse_limits(spec)
-    if not table:
-        return NoRateLimiter()
-    client = redis.Redis.from_url(redis_url)
+    # Even without limits the Redis limiter is used: a 429 seen by one worker then holds back
+    # every worker's calls to that model (the shared cooldown), which needs no configuration.
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
     return RedisRateLimiter(client, table, prefix=prefix, max_wait_s=max_wait_s, lease_s=lease_s)

@@ -85,15 +85,26 @@ class Settings(BaseSettings):
     rate_limit_lease_s: Annotated[float, Field(gt=0)] = 150.0
 
     # Workers and retries.
+    # Failures of the document itself (not outages): retried this many times with backoff.
     task_max_retries: Annotated[int, Field(ge=0, le=50)] = 6
     retry_base_s: Annotated[float, Field(gt=0)] = 2.0
     retry_cap_s: Annotated[float, Field(gt=0)] = 120.0
+    # Outages (database, broker, object store, provider down or rate-limiting): a document waits
+    # in Postgres, trying again at most this far apart, for as long as the outage lasts...
+    wait_cap_s: Annotated[float, Field(gt=0)] = 300.0
+    # ... up to this long in one run of waits (then it is dead-lettered: an "outage" that only
+    # this document sees for days is the document's problem). 0: wait forever.
+    max_wait_s: Annotated[float, Field(ge=0)] = 3 * 24 * 3600.0
     task_time_limit_s: Annotated[int, Field(ge=10)] = 900
     visibility_timeout_s: Annotated[int, Field(ge=60)] = 3600
     # How long a worker holds a document; past it, the sweep gives the work to another worker.
     lease_s: Annotated[int, Field(ge=5)] = 960
     stuck_after_s: Annotated[int, Field(ge=10)] = 1800
     sweep_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    # Page images (page_payloads) are kept this long after a document is final (the review page
+    # shows them), then deleted by the beat; 0 deletes them as soon as the document is final.
+    payload_retention_days: Annotated[float, Field(ge=0)] = 30.0
+    retention_interval_s: Annotated[float, Field(gt=0)] = 3600.0
     reconcile_buckets: list[str] = Field(default_factory=list)
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 900.0
     worker_concurrency: Annotated[int, Field(ge=1, le=1000)] = 2
@@ -216,6 +227,12 @@ class Settings(BaseSettings):
                 f"task_time_limit_s + retry_cap_s ({longest:g})"
             )
         return self
+
+    @property
+    def soft_time_limit_s(self) -> float:
+        """When a task is asked to stop (SoftTimeLimitExceeded), ahead of the hard kill at
+        task_time_limit_s: it has time to give its document back."""
+        return max(self.task_time_limit_s - 30, self.task_time_limit_s * 0.8)
 
     @property
     def default_provider(self) -> str:

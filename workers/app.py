@@ -7,6 +7,7 @@ instead of in their first task; see the signal handlers at the end.
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 from celery import Celery, signals
@@ -14,6 +15,7 @@ from kombu import Queue
 
 from pipeline.settings import Settings, get_settings
 from workers import queues
+from workers.broker import TRANSPORT
 
 
 def make_app(settings: Settings) -> Celery:
@@ -22,21 +24,29 @@ def make_app(settings: Settings) -> Celery:
         broker=settings.broker_url,
         include=["workers.tasks.documents", "workers.tasks.maintenance"],
     )
+    secure = settings.broker_url.startswith("rediss://")
     app.conf.update(
+        # kombu's Redis transport with the fix for a broker restart (workers/broker.py).
+        broker_transport=TRANSPORT,
+        # rediss:// verifies the server's certificate (kombu alone would not check it).
+        broker_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED} if secure else None,
         task_ignore_result=True,
         result_backend=None,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=queues.PREPARE,
-        task_queues=[Queue(name) for name in (*queues.CONSUMED, queues.DEAD_LETTER)],
+        task_queues=[Queue(name) for name in queues.CONSUMED],
         task_time_limit=settings.task_time_limit_s,
         # The soft limit lets a task give its document back before the hard kill.
-        task_soft_time_limit=max(settings.task_time_limit_s - 30, settings.task_time_limit_s * 0.8),
+        task_soft_time_limit=settings.soft_time_limit_s,
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # A broker that is down for minutes (or hours) is waited for, never given up on: a
+        # worker that stopped retrying would sit idle or exit while work waits in Postgres.
+        broker_connection_max_retries=None,
         broker_transport_options={
             # A message unacked this long is handed to another worker: it must exceed the
             # longest task plus the longest retry countdown, or a slow task runs twice at once.
@@ -45,9 +55,11 @@ def make_app(settings: Settings) -> Celery:
             "socket_connect_timeout": 5,
         },
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_scheduler="workers.beat:MemoryScheduler",
         beat_schedule={
             "sweep": {"task": "pagemill.sweep", "schedule": settings.sweep_interval_s},
             "reconcile": {"task": "pagemill.reconcile", "schedule": settings.reconcile_interval_s},
+            "retention": {"task": "pagemill.retention", "schedule": settings.retention_interval_s},
             # Submits queued batch requests and collects ended batches (pipeline/cost/batch.py).
             "batches": {"task": "pagemill.batches", "schedule": settings.batch_poll_interval_s},
         },

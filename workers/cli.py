@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import asdict
 from decimal import Decimal
@@ -222,11 +221,6 @@ def _print_table(records: list[dict[str, Any]]) -> None:
     console.print(f"{len(records)} document(s), total cost ${total:.6f}")
 
 
-def _beat_schedule() -> Path:
-    # Beat's own state file; the schedule itself is in code, so losing it only re-runs a sweep.
-    return Path(tempfile.gettempdir()) / f"pagemill-beat-{os.getpid()}"
-
-
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (or threads).")] = None,
@@ -267,9 +261,10 @@ def worker(
     get_settings.cache_clear()
     from workers.app import app as celery_app
     from workers.app import size_broker_pool
+    from workers.beat import SCHEDULER
 
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
-    celery_app.worker_main(
+    code: object = celery_app.start(
         [
             "worker",
             f"--concurrency={size}",
@@ -278,9 +273,14 @@ def worker(
             f"--queues={queues_ or ','.join(queues.CONSUMED)}",
             "--without-gossip",
             "--without-mingle",
-            *(["--beat", f"--schedule={_beat_schedule()}"] if with_beat else []),
+            # The schedule lives in memory (workers/beat.py): no state file is written.
+            *(["--beat", f"--scheduler={SCHEDULER}"] if with_beat else []),
         ]
     )
+    # Celery's exit code, passed on: a worker that stopped on an unrecoverable error (a broker
+    # connection it could not restore) must not exit 0, or a supervisor with restart-on-failure
+    # would leave it down. (app.worker_main drops the code: the process always exited 0.)
+    raise typer.Exit(_worker_exit_code(code))
 
 
 @app.command()
@@ -300,7 +300,7 @@ def ingest(
     from pipeline.storage import make_s3_client, make_sqs_client
     from pipeline.usecases.ingest import ingest_event_object
     from workers import intake
-    from workers.tasks.documents import enqueue_document
+    from workers.tasks.documents import nudge
 
     _logging(verbose)
     settings = _settings()
@@ -313,6 +313,10 @@ def ingest(
         _die(str(exc))
     s3 = make_s3_client(settings)
 
+    def owe_nudge(document_id: int) -> None:
+        # A broker that is down does not lose the document: Postgres owes it a nudge.
+        nudge(document_id, sessions=sessions)
+
     def handle(ref: ObjectRef) -> None:
         ingest_event_object(
             sessions,
@@ -322,7 +326,7 @@ def ingest(
             default_schema=settings.schema_name,
             provider=settings.default_provider,
             read_metadata=settings.schema_from_metadata,
-            enqueue=enqueue_document,
+            enqueue=owe_nudge,
         )
 
     stop = threading.Event()
@@ -553,6 +557,25 @@ def sweep_once(
     typer.echo(f"{len(ids)} document(s) re-enqueued")
 
 
+@app.command("retention")
+def retention_once(
+    days: Annotated[
+        float | None,
+        typer.Option(help="Keep page images this many days after a document is final."),
+    ] = None,
+) -> None:
+    """Delete page images of documents final for longer than the retention (the beat does this
+    every PAGEMILL_RETENTION_INTERVAL_S)."""
+    from datetime import timedelta
+
+    from pipeline.usecases.retention import delete_expired_payloads
+
+    settings = _settings()
+    keep = settings.payload_retention_days if days is None else days
+    count = delete_expired_payloads(_sessions(settings), timedelta(days=keep))
+    typer.echo(f"page images of {count} document(s) deleted")
+
+
 @app.command("reconcile")
 def reconcile_once(
     bucket: Annotated[str, typer.Argument(help="Bucket to list.")],
@@ -583,8 +606,18 @@ def reconcile_once(
 def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> None:
     """Run the scheduler for the periodic sweep and reconciliation (run exactly one)."""
     from workers.app import app as celery_app
+    from workers.beat import SCHEDULER
 
-    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={_beat_schedule()}"])
+    code: object = celery_app.start(["beat", f"--loglevel={loglevel}", f"--scheduler={SCHEDULER}"])
+    raise typer.Exit(_worker_exit_code(code))
+
+
+def _worker_exit_code(code: object) -> int:
+    """Celery's exit code as an int: None is a clean stop (0), a code that is not a number is a
+    failure (1)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 @app.command()

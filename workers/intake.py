@@ -37,9 +37,12 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from pipeline import health
+from pipeline.db.session import UNAVAILABLE
 from pipeline.domain import ObjectRef
 from pipeline.errors import ErrorCategory, PermanentError
 from pipeline.events import parse_bucket_event
+from pipeline.health import HEALTH
 from pipeline.storage import SQSClient, storage_error
 
 __all__ = [
@@ -189,7 +192,13 @@ def _process_message(message: dict[str, Any], handle: Handle, stats: IntakeStats
             handle(ref)
         except Exception as exc:  # noqa: BLE001 -- any failure means "deliver again later"
             stats.failed += 1
-            log.warning(
+            # While the database is down every event fails the same way: one line when it
+            # goes (pipeline/health.py), not one per message and redelivery.
+            quiet = isinstance(exc, UNAVAILABLE) and not HEALTH.down(
+                health.DATABASE, _describe_failure(exc)
+            )
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
                 "message %s (receive %s) left for redelivery: handling %s failed: %s",
                 message_id,
                 receives,
@@ -197,6 +206,7 @@ def _process_message(message: dict[str, Any], handle: Handle, stats: IntakeStats
                 _describe_failure(exc),
             )
             return False
+        HEALTH.up(health.DATABASE)
         stats.refs_handled += 1
         log.info(
             "message %s: %s %s version=%s size=%s",

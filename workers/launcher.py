@@ -89,12 +89,23 @@ def run(workers: list[StageWorker], *, loglevel: str, beat: bool) -> int:
                             flush=True,
                         )
                     _stop_all(children)
-                    return code
+                    return exit_code(code, asked_to_stop=stopping)
             time.sleep(_POLL_S)
     finally:
         _stop_all(children)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def exit_code(code: int, *, asked_to_stop: bool) -> int:
+    """The pair's exit code. A stage worker that ended without being asked to is a failure,
+    whatever its own code: a supervisor that restarts on failure must restart the pair. A
+    child killed by a signal (negative code) exits as a shell would report it (128 + signal)."""
+    if code < 0:
+        return 128 - code
+    if code == 0 and not asked_to_stop:
+        return 1
+    return code
 
 
 def _stop_all(children: list[tuple[StageWorker, subprocess.Popen[bytes]]]) -> None:

@@ -4,9 +4,7 @@
 PREPARE = "prepare"
 # Model calls: I/O-bound, hundreds in flight. Threads pool.
 EXTRACT = "extract"
-# Periodic sweep and reconciliation.
+# Periodic sweep, reconciliation and retention. Dead letters are rows in Postgres only.
 MAINTENANCE = "maintenance"
-# A copy of every dead letter; no worker consumes it (Postgres is the source of truth).
-DEAD_LETTER = "dead_letter"
 
 CONSUMED = (PREPARE, EXTRACT, MAINTENANCE)

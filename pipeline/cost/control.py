@@ -17,13 +17,15 @@ import logging
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.checks import RuleFailure
@@ -55,7 +57,7 @@ from pipeline.domain import (
 from pipeline.extractors.base import Extractor
 from pipeline.schemas import SchemaSpec
 from pipeline.settings import Settings
-from pipeline.usecases.extract import ExtractOptions, Meter, extract_pages
+from pipeline.usecases.extract import ChunkStore, ExtractOptions, Meter, extract_pages
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,9 @@ class DocumentCost:
     load_chunks: ChunkLoader | None = None
     chunks: list[_Chunk] = field(default_factory=list)
     settled: bool = False  # the whole answer came checked from the page cache
-    _keep: dict[tuple[int, ...], dict[str, Any]] | None = None  # escalating: chunks kept as is
+    # The extraction's chunk checkpoints (a retry resumes from them; so does the cascade).
+    checkpoints: ChunkStore | None = None
+    _escalating: bool = False
     _ordinals: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
 
     # -- models ------------------------------------------------------------------------------
@@ -212,12 +216,7 @@ class DocumentCost:
         self, extractor: Extractor, schema: SchemaSpec, pages: list[PageContent], meter: Meter
     ) -> dict[str, Any] | None:
         indexes = tuple(p.index for p in pages)
-        if self._keep is not None:
-            kept = self._keep.get(indexes)
-            if kept is not None:
-                self.chunks.append(_Chunk(indexes, kept, len(meter.calls), len(meter.calls)))
-            return kept
-        if not self.services.page_cache_on(schema):
+        if self._escalating or not self.services.page_cache_on(schema):
             return None
         key = page_cache.chunk_key(
             pages, schema, self._plan_label(extractor), page_cache.PROMPT_VERSION
@@ -283,7 +282,10 @@ class DocumentCost:
         cost = None if any(c is None for c in costs) else sum((c for c in costs if c), Decimal(0))
         if chunk.key is None:
             return
-        with transaction(self.services.sessions) as session:
+        with (
+            _best_effort("storing a page-cache entry"),
+            transaction(self.services.sessions) as session,
+        ):
             page_cache.store(
                 session,
                 key=chunk.key,
@@ -313,7 +315,7 @@ class DocumentCost:
         page_indexes: list[int],
         meter: Meter,
     ) -> CallPlan:
-        if self._keep is not None and purpose is CallPurpose.EXTRACT:
+        if self._escalating and purpose is CallPurpose.EXTRACT:
             purpose = CallPurpose.ESCALATE
         if self.batch and isinstance(extractor, BatchCapable):
             return self._batch_plan(extractor, extractor, request, purpose, page_indexes, meter)
@@ -473,7 +475,8 @@ class DocumentCost:
         from pipeline.cost.waiting import PROVIDER_DOWN
         from pipeline.usecases.waiting import wake
 
-        with transaction(self.services.sessions) as session:
+        woken = 0
+        with _best_effort("waking held documents"), transaction(self.services.sessions) as session:
             woken = wake(session, [PROVIDER_DOWN])
         if woken:
             log.info("circuit closed: %d held document(s) resume", woken)
@@ -497,14 +500,11 @@ class DocumentCost:
         models = self.cascade
         if self.settled or not models or extractor.model not in models[:-1]:
             return None
-        if self.load_chunks is None or not self.chunks:
+        if self.load_chunks is None:
             return None
         stronger = self.services.with_model(extractor, models[models.index(extractor.model) + 1])
         failing = _failing_pages(failures, grounding, ungrounded)
         escalated = [c for c in self.chunks if failing is None or set(c.indexes) & failing]
-        if not escalated:
-            escalated = list(self.chunks)
-        kept = {c.indexes: c.data for c in self.chunks if c not in escalated}
         # The cheap answers of escalated chunks saved nothing: they were paid on top.
         overhead = [
             call
@@ -516,13 +516,19 @@ class DocumentCost:
             call.savings.cascade = -(call.cost_usd or Decimal(0))
         self._mark_overhead(overhead)
         log.info(
-            "document %s: escalating page(s) %s to %s",
+            "document %s: escalating %s to %s",
             self.document_id,
-            ", ".join(str(i + 1) for c in escalated for i in c.indexes),
+            "every page" if failing is None else f"page(s) {sorted(p + 1 for p in failing)}",
             stronger.model,
         )
+        kept = {
+            (c.indexes[0], c.indexes[-1] + 1): c.data
+            for c in self.chunks
+            if c not in escalated and c.indexes
+        }
+        store = _EscalationStore(self.checkpoints, failing, kept)
         previous = self.chunks
-        self.chunks, self._keep = [], kept
+        self.chunks, self._escalating = [], True
         try:
             again = extract_pages(
                 stronger,
@@ -532,19 +538,23 @@ class DocumentCost:
                 self.services.prices,
                 meter,
                 options,
+                store,
             )
         except BaseException:
             self.chunks = previous
             raise
         finally:
-            self._keep = None
+            self._escalating = False
         return again, stronger
 
     def _mark_overhead(self, calls: list[CallRecord]) -> None:
         # Rows already final (written before this point) get the correction too.
         if not calls:
             return
-        with transaction(self.services.sessions) as session:
+        with (
+            _best_effort("correcting cascade savings"),
+            transaction(self.services.sessions) as session,
+        ):
             session.execute(
                 text(
                     "UPDATE vlm_calls SET saved_cascade_usd = -coalesce(cost_usd, 0)"
@@ -552,6 +562,39 @@ class DocumentCost:
                 ),
                 {"ids": [c.call_id for c in calls]},
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _EscalationStore:
+    """The chunks an escalation keeps (their answers passed) and the ones it asks again: a
+    range holding a failing page (every range when the failure cannot be placed) reads as
+    unanswered; a new answer is checkpointed as usual."""
+
+    base: ChunkStore | None
+    failing: set[int] | None
+    kept: dict[tuple[int, int], dict[str, Any]]
+
+    def load(self, first: int, stop: int) -> dict[str, Any] | None:
+        if self.failing is None or any(first <= page < stop for page in self.failing):
+            return None
+        found = self.kept.get((first, stop))
+        if found is None and self.base is not None:
+            found = self.base.load(first, stop)
+        return found
+
+    def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
+        if self.base is not None:
+            self.base.save(first, stop, record)
+
+
+@contextmanager
+def _best_effort(what: str) -> Iterator[None]:
+    """A write that must never cost an answer that arrived (the page cache, a savings figure,
+    a wake-up): a database that is down skips it, with one log line."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        log.warning("%s skipped: %s", what, " ".join(str(exc).split())[:200])
 
 
 def _failing_pages(

@@ -103,7 +103,7 @@ class AnthropicExtractor:
         self._api_key = key.strip()
         self._base_url = settings.anthropic_base_url or None
         self._timeout_s = settings.anthropic_timeout_s
-        self._default_max_tokens = settings.anthropic_max_tokens
+        self.max_tokens: int | None = settings.anthropic_max_tokens
         self._lazy = LazyClient(self._build_client)
 
     def __repr__(self) -> str:  # never show the key
@@ -172,7 +172,7 @@ class AnthropicExtractor:
         messages: list[MessageParam] = [{"role": "user", "content": content}]
         return {
             "model": self.model,
-            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "max_tokens": request.max_tokens or self.max_tokens,
             "system": system,
             "messages": messages,
             "tools": [tool],

@@ -22,5 +22,8 @@ class Extractor(Protocol):
     # True when extracting is CPU work on this machine (OCR, rules): it then runs in the
     # prepare stage on the CPU workers instead of the I/O stage.
     runs_locally: bool
+    # The output budget (max_tokens) this extractor sends when a request sets none; None when
+    # it leaves the limit to the server. Reservations and the truncation retry start from it.
+    max_tokens: int | None
 
     def call(self, request: ExtractionRequest) -> ProviderReply: ...

@@ -114,6 +114,10 @@ def status_error(
     return PermanentError(category, message, request_id=request_id)
 
 
+# Transport failures that happen before a request is on the wire: the provider never saw it.
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
+
+
 def connection_error(
     provider: str,
     exc: BaseException,
@@ -122,18 +126,25 @@ def connection_error(
     timeout_s: float,
     secrets: Iterable[str | None] = (),
 ) -> TransientError:
+    """A call that got no answer. The provider being unreachable or slow is an outage (the
+    document waits); a request that was sent and then lost (a read timeout, a connection
+    dropped mid-answer) may still be billed, so its cost is unknown rather than 0."""
+    cause = exc.__cause__ or exc.__context__
+    sent = cause is None or type(cause).__name__ not in _NOT_SENT
     if timed_out:
         return TransientError(
             ErrorCategory.TIMEOUT,
             redact(f"{provider}: no response within {timeout_s:g} s", secrets),
             request_id=None,
+            outage=True,
+            maybe_billed=sent,
         )
-    cause = exc.__cause__ or exc.__context__
     reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
     return TransientError(
         ErrorCategory.PROVIDER_UNAVAILABLE,
         redact(f"{provider}: connection failed ({reason})", secrets),
         request_id=None,
+        maybe_billed=sent,
     )
 
 

@@ -43,6 +43,7 @@ class LocalExtractor:
     model = "local-rules-1"
     can_reask = False  # the same pages always give the same answer
     runs_locally = True  # OCR and rules are CPU work on this machine
+    max_tokens: int | None = None  # no model: no output budget
 
     def __init__(self, ocr_dpi: int = 300, ocr_options: OcrOptions | None = None) -> None:
         self.ocr_dpi = ocr_dpi

@@ -75,6 +75,8 @@ class OpenAICompatExtractor:
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         self.model = settings.openai_model
+        # Sent only when a request asks: vLLM rejects prompt + max_tokens above its context.
+        self.max_tokens: int | None = None
         self._api_key = key.strip() or NO_API_KEY
         self._base_url = settings.openai_base_url
         self._timeout_s = settings.openai_timeout_s

@@ -28,6 +28,11 @@ class SchemaSpec:
     instructions: str
     rules: Sequence[Rule] = field(default_factory=tuple)  # business rules beyond the types
     source: str = BUILTIN  # where a user schema came from (its ref), so clashes can be named
+    # A document longer than one model call is extracted in chunks of pages and merged: every
+    # list field is concatenated in page order, every other field is taken from the first chunk
+    # that has a value, except these top-level fields, taken from the last chunk that has one
+    # (totals are printed at the end).
+    merge_last: frozenset[str] = frozenset()
 
     def json_schema(self) -> dict[str, Any]:
         # Pydantic rebuilds it on every call (~2 ms, once per model call); a copy is 0.1 ms and

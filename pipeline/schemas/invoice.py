@@ -50,6 +50,7 @@ INVOICE = register_schema(
     SchemaSpec(
         name="invoice",
         version="1",
+        merge_last=frozenset({"subtotal", "tax", "total"}),
         model=Invoice,
         instructions=(
             "Extract the invoice's header fields and every line item across all pages. "

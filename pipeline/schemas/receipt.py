@@ -127,6 +127,7 @@ RECEIPT = register_schema(
     SchemaSpec(
         name="receipt",
         version="1",
+        merge_last=frozenset({"subtotal", "tax", "tip", "total", "payment_method"}),
         model=Receipt,
         instructions=(
             "Extract the receipt's header fields, its totals and every purchased item. "

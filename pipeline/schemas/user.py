@@ -186,14 +186,27 @@ def _spec_from_model(model: type[BaseModel], ref: str) -> SchemaSpec:
         instructions=_instructions(own.get("__doc__")),
         rules=checked_rules,
         source=ref,
+        merge_last=_merge_last(getattr(model, "__pagemill_merge_last__", ()), model, ref),
     )
+
+
+def _merge_last(names: object, model: type[BaseModel], ref: str) -> frozenset[str]:
+    """The top-level fields a multi-chunk document takes from its last chunk (see SchemaSpec):
+    `__pagemill_merge_last__` of a model, `x-merge-last` of a JSON Schema file."""
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        _fail(f"schema {ref!r}: the fields merged from the last chunk must be a list of names")
+    chosen = list(names)
+    unknown = [n for n in chosen if not isinstance(n, str) or n not in model.model_fields]
+    if unknown:
+        _fail(f"schema {ref!r}: fields merged from the last chunk are not in the schema: {unknown}")
+    return frozenset(chosen)
 
 
 # --- JSON Schema files -------------------------------------------------------------------------
 
 # Allowed on any schema: annotations, and OpenAPI's `nullable`, common in exported schemas.
 _ANYWHERE = frozenset({"title", "description", "$comment", "examples", "default", "nullable"})
-_ROOT_ONLY = frozenset({"$schema", "$id", "version", "$defs", "definitions"})
+_ROOT_ONLY = frozenset({"$schema", "$id", "version", "$defs", "definitions", "x-merge-last"})
 _BY_TYPE: dict[str, frozenset[str]] = {
     "string": frozenset({"format", "minLength", "maxLength", "pattern"}),
     "number": frozenset(
@@ -254,6 +267,7 @@ def _load_json_schema(path: Path, ref: str) -> SchemaSpec:
         model=model,
         instructions=_instructions(description if isinstance(description, str) else None),
         source=ref,
+        merge_last=_merge_last(document.get("x-merge-last", ()), model, ref),
     )
 
 

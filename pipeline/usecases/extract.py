@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.checks import RuleFailure
 from pipeline.costing import PriceTable
@@ -36,8 +36,6 @@ from pipeline.validation import feedback_for, validate
 if TYPE_CHECKING:
     from pipeline.cost.hooks import CostHooks
 
-_MAX_TOKEN_CEILING = 16_000
-
 
 @dataclass(slots=True)
 class Meter:
@@ -57,9 +55,12 @@ class ExtractOptions:
     pages_per_call: int = 20
     max_reasks: int = 1
     max_tokens: int | None = None  # None: the extractor's own default
-    # What an output budget reservation assumes when the request leaves max_tokens to the
-    # extractor; providers count the whole max_tokens against the output rate limit.
+    # What an output budget reservation assumes when neither the request nor the extractor
+    # sets max_tokens (a server's own limit); providers count the whole max_tokens against the
+    # output rate limit.
     expected_max_tokens: int = 4096
+    # A reply cut off at its token limit is asked once more with twice the budget, up to this.
+    max_tokens_ceiling: int = 64_000
     limiter: RateLimiter = field(default_factory=NoRateLimiter)
     max_rechecks: int = 1  # re-asks about fields that fail a business rule
     recheck_dpi: int = 268  # twice the resolution of a 1568 px A4 page
@@ -113,7 +114,7 @@ def _metered_call(
         extractor.provider,
         extractor.model,
         estimate.input_tokens if estimate else estimate_input_tokens(request.pages, prompt_chars),
-        request.max_tokens or options.expected_max_tokens,
+        request.max_tokens or extractor.max_tokens or options.expected_max_tokens,
     ) as permit:
         if meter.on_start is not None:
             meter.on_start(header)
@@ -141,7 +142,9 @@ def _failed(header: CallRecord, exc: PipelineError, started: float) -> CallRecor
         header,
         outcome=CallOutcome.ERROR,
         latency_ms=_ms_since(started),
-        cost_usd=Decimal(0),
+        # An error the provider answered with is not billed; a request sent and then lost
+        # (timeout, dropped connection) may be: unknown (NULL, unpriced), not 0.
+        cost_usd=None if exc.maybe_billed else Decimal(0),
         request_id=exc.request_id,
         error_category=exc.category.value,
         error_message=exc.message,
@@ -201,15 +204,22 @@ def _extract_chunk(
         if reply.truncated:
             meter.calls[-1].error_category = ErrorCategory.TRUNCATED_OUTPUT.value
             meter.calls[-1].error_message = "output hit the token limit; not used"
-            # A cut-off table is never a result: ask once more with room to finish.
-            current = request.max_tokens or 4096
-            if grown or current >= _MAX_TOKEN_CEILING:
+            # A cut-off table is never a result: ask once more with room to finish, twice the
+            # budget this call had (the request's, else the extractor's, else what the server
+            # let it write before cutting it off).
+            current = (
+                request.max_tokens
+                or extractor.max_tokens
+                or reply.usage.output_tokens
+                or options.expected_max_tokens
+            )
+            if grown or current >= options.max_tokens_ceiling:
                 raise PermanentError(
                     ErrorCategory.TRUNCATED_OUTPUT,
                     f"output was cut off at {current} tokens on pages "
                     f"{_human(indexes)}; split the document or raise the limit",
                 )
-            request.max_tokens = min(current * 2, _MAX_TOKEN_CEILING)
+            request.max_tokens = min(current * 2, options.max_tokens_ceiling)
             grown = True
             purpose = CallPurpose.RETRY_TRUNCATED
             continue
@@ -235,22 +245,35 @@ def _extract_chunk(
         purpose = CallPurpose.REASK
 
 
-def _merge(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chunks of one document: header fields from the first chunk that has them, totals from
-    the last, line items in page order."""
+def merge_chunks(schema: SchemaSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from the records of a document's chunks, in page order, as the schema says:
+    every list is concatenated (line items, and any list of a user's schema), every other field
+    comes from the first chunk that has a value, except the schema's `merge_last` fields
+    (totals), which come from the last chunk that has one."""
     if len(records) == 1:
         return records[0]
     merged: dict[str, Any] = {}
-    trailing = {"subtotal", "tax", "total"}
     for record in records:
         for name, value in record.items():
-            if name == "line_items":
-                merged.setdefault(name, []).extend(value or [])
-            elif value is not None and (name in trailing or merged.get(name) is None):
+            if isinstance(value, list):
+                target = merged.get(name)
+                if not isinstance(target, list):
+                    target = merged[name] = []
+                target.extend(value)
+            elif value is None:
+                merged.setdefault(name, None)
+            elif name in schema.merge_last or merged.get(name) is None:
                 merged[name] = value
-            else:
-                merged.setdefault(name, value)
     return merged
+
+
+class ChunkStore(Protocol):
+    """Validated chunk answers kept outside the process (checkpoints), by page range
+    [first, stop), so that a retry resumes after the last finished chunk."""
+
+    def load(self, first: int, stop: int) -> dict[str, Any] | None: ...
+
+    def save(self, first: int, stop: int, record: dict[str, Any]) -> None: ...
 
 
 def extract_pages(
@@ -261,16 +284,26 @@ def extract_pages(
     prices: PriceTable,
     meter: Meter,
     options: ExtractOptions,
+    checkpoints: ChunkStore | None = None,
 ) -> ExtractionResult:
     """Split → extract → validate for a whole document, one chunk of pages per call so memory
-    stays flat. Raises PipelineError on failure; the calls made so far stay in `meter`."""
-    records = [
-        _extract_chunk(extractor, schema, chunk, renderer, prices, meter, options)
-        for chunk in chunks
-    ]
+    stays flat. Raises PipelineError on failure; the calls made so far stay in `meter`. With
+    `checkpoints`, a chunk answered before (by an earlier attempt) is not asked again, and each
+    new answer is saved as soon as it is validated."""
+    records = []
+    for chunk in chunks:
+        if not chunk:
+            continue
+        first, stop = chunk[0].index, chunk[-1].index + 1
+        record = checkpoints.load(first, stop) if checkpoints is not None else None
+        if record is None:
+            record = _extract_chunk(extractor, schema, chunk, renderer, prices, meter, options)
+            if checkpoints is not None:
+                checkpoints.save(first, stop, record)
+        records.append(record)
     if not records:
         raise PermanentError(ErrorCategory.BAD_INPUT, "the document has no pages")
-    merged = _merge(records)
+    merged = merge_chunks(schema, records)
     checked = validate(schema, merged)
     if not checked.ok:
         raise PermanentError(
@@ -369,11 +402,16 @@ def recheck(
     higher resolution; only those fields are taken from the answer."""
     fields = sorted({f.split("[", 1)[0] for failure in failures for f in failure.fields})
     pages = _pages_to_reread(fields, grounding, page_count)
-    tiles = [
-        tile
-        for index in pages
-        for tile in high_res_tiles(renderer, index, options.recheck_dpi, options.tile_long_edge)
-    ]
+    try:
+        tiles = [
+            tile
+            for index in pages
+            for tile in high_res_tiles(renderer, index, options.recheck_dpi, options.tile_long_edge)
+        ]
+    except PermanentError as exc:
+        if exc.category is not ErrorCategory.TOO_LARGE:
+            raise
+        return data  # a page too large to re-read closer: the first answer stands, for review
     problems = "\n".join(f"- {failure.message}" for failure in failures)
     request = ExtractionRequest(
         schema=schema,

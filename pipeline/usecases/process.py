@@ -3,8 +3,14 @@
 prepare: claim → download → sniff → split and render pages → OCR scanned pages → store pages.
          A CPU-bound extractor (the offline one) extracts right here; a model provider's
          document moves on to the extract stage.
-extract: claim → load stored pages chunk by chunk → provider calls → validate → re-check
-         fields that fail a rule → ground every value → store → done or needs_review.
+extract: claim → load stored pages chunk by chunk → provider calls → validate → checkpoint
+         each chunk's answer → re-check fields that fail a rule → ground every value → store →
+         done or needs_review.
+
+An answer that arrived is never paid for twice: each chunk's validated answer is checkpointed
+(with the calls' rows) as soon as it arrives, and a retry resumes from the checkpoints; while the
+database is down, the answer waits in the process and the write is retried (`patiently`), up to
+the task's soft time limit.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,7 +32,7 @@ from pipeline.cost.hooks import DocumentBudgetSpent, Waiting
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
 from pipeline.db.models import Document
-from pipeline.db.session import transaction
+from pipeline.db.session import UNAVAILABLE, patiently, transaction
 from pipeline.domain import (
     CallRecord,
     DocumentStatus,
@@ -80,7 +87,6 @@ def options_from(settings: Settings, limiter: RateLimiter | None = None) -> Extr
     return ExtractOptions(
         pages_per_call=settings.pages_per_call,
         max_reasks=settings.max_reasks,
-        expected_max_tokens=settings.anthropic_max_tokens,
         limiter=limiter or NoRateLimiter(),
         max_rechecks=settings.max_rechecks,
         tile_long_edge=settings.image_long_edge_px,
@@ -101,6 +107,7 @@ class Claimed:
     schema: SchemaSpec
     provider: str
     page_count: int | None
+    checkpointed: bool = False
 
 
 def _claim(
@@ -124,6 +131,7 @@ def _claim(
             schema=get_schema(doc.schema_name),
             provider=doc.provider or deps.settings.default_provider,
             page_count=doc.page_count,
+            checkpointed=doc.checkpointed,
         )
 
 
@@ -204,8 +212,12 @@ def extract_document(
     if not isinstance(claimed, Claimed):
         return claimed
     settings = deps.settings
+    # Answers wait in this process for the database until shortly before the task's soft time
+    # limit; the lease (longer than the hard limit) keeps the document ours until then.
+    deadline = time.monotonic() + settings.soft_time_limit_s - _DEADLINE_MARGIN_S
     meter = Meter(on_start=lambda call: _record_started(deps, document_id, call))
     renderer = SourceRenderer(deps.s3, claimed.ref, settings)
+    checkpoints = DatabaseCheckpoints(deps, document_id, claimed, meter, deadline)
     options = options_from(settings, deps.limiter)
     cost: DocumentCost | None = None
     try:
@@ -235,6 +247,7 @@ def extract_document(
             )
             extractor = cost.first_extractor(extractor)
             meter.on_start = cost.start_call
+            cost.checkpoints = checkpoints  # the cascade re-extracts on top of them
             options = dataclasses.replace(options, cost=cost)
 
         result = extract_pages(
@@ -245,6 +258,7 @@ def extract_document(
             deps.prices,
             meter,
             options,
+            checkpoints,
         )
         words_only: list[PageContent] | ChunkedPages
         if loaded:
@@ -259,7 +273,16 @@ def extract_document(
                 lambda: repo.iter_page_words(deps.sessions, document_id, 0, page_count, size),
             )
         return _finish(
-            deps, document_id, claimed, extractor, result, words_only, renderer, meter, options
+            deps,
+            document_id,
+            claimed,
+            extractor,
+            result,
+            words_only,
+            renderer,
+            meter,
+            options,
+            deadline=deadline,
         )
     except Waiting as waiting:
         _hold(deps, document_id, meter, waiting, owner)
@@ -284,6 +307,77 @@ def _load_chunks(
         with deps.sessions() as session:
             pages = repo.load_pages(session, document_id, start, start + size)
         yield pages
+
+
+_DEADLINE_MARGIN_S = 15.0
+
+
+class DatabaseCheckpoints:
+    """Chunk answers in Postgres (chunk_results), written with the calls that paid for them as
+    soon as each is validated, waiting for the database if it is down (an answer that arrived
+    is kept, not asked for again)."""
+
+    def __init__(
+        self,
+        deps: Collaborators,
+        document_id: int,
+        claimed: Claimed,
+        meter: Meter,
+        deadline: float,
+    ) -> None:
+        self.deps, self.document_id, self.schema = deps, document_id, claimed.schema
+        self.meter, self.deadline = meter, deadline
+        self._saved: dict[tuple[int, int], dict[str, Any]] = {}
+        self._calls_written = 0
+        if claimed.checkpointed:
+            with deps.sessions() as session:
+                self._saved = repo.load_checkpoints(
+                    session, document_id, self.schema.name, self.schema.version
+                )
+            if self._saved:
+                log.info(
+                    "document %s: resuming from %d checkpointed chunk(s)",
+                    document_id,
+                    len(self._saved),
+                )
+
+    def load(self, first: int, stop: int) -> dict[str, Any] | None:
+        return self._saved.get((first, stop))
+
+    def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
+        # The chunk's calls are final once its answer is validated: write the new ones.
+        calls = self.meter.calls[self._calls_written :]
+
+        def write(session: Session) -> None:
+            repo.record_calls(session, self.document_id, calls)
+            repo.save_checkpoint(
+                session,
+                self.document_id,
+                first,
+                stop,
+                self.schema.name,
+                self.schema.version,
+                record,
+            )
+
+        _keep(self.deps, write, self.deadline, self.document_id)
+        self._saved[(first, stop)] = record
+        self._calls_written += len(calls)
+
+
+def _keep(
+    deps: Collaborators, write: Callable[[Session], Any], deadline: float, document_id: int
+) -> Any:
+    """Write what was paid for, waiting for the database while it is down (until `deadline`)."""
+    try:
+        return patiently(deps.sessions, write, deadline=deadline)
+    except UNAVAILABLE:
+        log.warning(
+            "document %s: the database stayed down past the task's time limit; the answer "
+            "held in memory is lost and will be asked for again",
+            document_id,
+        )
+        raise
 
 
 def check_result(
@@ -358,6 +452,8 @@ def _finish(
     renderer: Any,
     meter: Meter,
     options: ExtractOptions | None = None,
+    *,
+    deadline: float | None = None,
 ) -> DocumentStatus:
     options = options or options_from(deps.settings, deps.limiter)
     result = check_result(
@@ -366,10 +462,17 @@ def _finish(
     if _is_document_cost(options.cost):
         options.cost.document_done(result, meter)
     status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
-    with transaction(deps.sessions) as session:
+
+    def store(session: Session) -> None:
         repo.record_calls(session, document_id, meter.calls)
         repo.save_extraction(session, document_id, result)
         repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)
+
+    if deadline is None:  # the offline extractor: nothing paid, nothing to wait for
+        with transaction(deps.sessions) as session:
+            store(session)
+    else:
+        _keep(deps, store, deadline, document_id)
     log.info(
         "document %s %s: %d page(s), %d call(s), $%s",
         document_id,

@@ -21,13 +21,25 @@ finished document is `done`, and every model request can be traced back to its d
   requests without a vlm_calls row, cut_off_calls: rows left `started` (calls cut off by a
   crash or a time limit, written before the request: the provider may bill them);
 * error_calls and error_categories of the vlm_calls 'error' rows;
+* dead_letters: open dead letters; paid_twice: pages (document, page index) covered by more
+  than one 'ok' call: an answer paid for twice;
 * sweep_reenqueues: documents the sweep re-enqueued; time_limit_hits: tasks stopped by a time
   limit (see `FaultStack.time_limit_hits`); process_crashes: supervised processes that died
-  by themselves (see `FaultStack.spawn`);
+  by themselves (see `FaultStack.spawn`), exits_0: those that said they ended well;
 * seconds: from the stack's start to these figures.
 
 `check_invariants()` asserts the promises every fault test makes; `report()` prints the figures
-(visible with ``pytest -s``) and appends them as one JSON line to ``$PAGEMILL_FAULT_REPORT``.
+(visible with ``pytest -s``) and appends them as one JSON line to ``$PAGEMILL_FAULT_REPORT``
+(`python -m tests.faults.report FILE` turns them into the table of tests/faults/README.md).
+
+The outage tests (broker, database, provider) take their length and settings from the
+environment, so that the suite runs them short and a person can run them as in production:
+
+* ``PAGEMILL_FAULT_OUTAGE_S`` (default 90): how long the database is down, or the provider
+  answers 529;
+* ``PAGEMILL_FAULT_SETTINGS``: ``scaled`` (default) scales the retry budget down to ~20 s (so a
+  90 s outage outlasts it several times) and the waits between tries to 5 s; ``default`` runs
+  the pipeline's own defaults (a budget of minutes, waits up to 5 minutes, a sweep a minute).
 """
 
 from __future__ import annotations
@@ -49,7 +61,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -83,6 +94,40 @@ RECOVERY_SETTINGS = {
     "PAGEMILL_ANTHROPIC_TIMEOUT_S": "8",
     "PAGEMILL_RATE_LIMITS": "",  # none unless a test sets one
 }
+
+
+OUTAGE_S = float(os.environ.get("PAGEMILL_FAULT_OUTAGE_S", "90"))
+FULL_SETTINGS = os.environ.get("PAGEMILL_FAULT_SETTINGS", "scaled") == "default"
+
+# The retry budget scaled down for the suite: at most 0.5 + 1 + 2 + 4 + 5 + 5 = 17.5 s of
+# waits for six retries, so that an outage of 90 s outlasts it five times over; outage waits
+# try again at most 5 s apart. The task time limit (soft: 120 s) lets an answer that arrived
+# wait in its process for a database that is down for 90 s; the lease and the broker's
+# visibility timeout outlast it, as the settings require. Stuck-document recovery stays at its
+# default (30 min): nothing here may rely on it.
+SCALED_OUTAGE_SETTINGS = {
+    "PAGEMILL_TASK_MAX_RETRIES": "6",
+    "PAGEMILL_RETRY_BASE_S": "0.5",
+    "PAGEMILL_RETRY_CAP_S": "5",
+    "PAGEMILL_WAIT_CAP_S": "5",
+    "PAGEMILL_TASK_TIME_LIMIT_S": "150",
+    "PAGEMILL_LEASE_S": "160",
+    "PAGEMILL_VISIBILITY_TIMEOUT_S": "400",
+    "PAGEMILL_SWEEP_INTERVAL_S": "2",
+    "PAGEMILL_ANTHROPIC_TIMEOUT_S": "8",
+}
+
+
+def outage_settings(**overrides: str) -> dict[str, str]:
+    """The settings of an outage test: the scaled ones, or none (the pipeline's defaults) when
+    PAGEMILL_FAULT_SETTINGS=default; `overrides` either way."""
+    return {**({} if FULL_SETTINGS else SCALED_OUTAGE_SETTINGS), **overrides}
+
+
+def outage_timeout(settle_s: float = 120.0) -> float:
+    """How long to wait for every document after an outage ended: the longest wait between
+    tries (5 s scaled, 300 s by default), a sweep, and the work itself."""
+    return settle_s + (330.0 if FULL_SETTINGS else 10.0)
 
 
 class Figures(dict[str, Any]):
@@ -158,6 +203,19 @@ class FaultStack:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- processes ---------------------------------------------------------------------------
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The processes' temporary directory (TMPDIR), the test's own."""
+        return Path(self.env["TMPDIR"])
+
+    def use_settings(self, settings: dict[str, str]) -> None:
+        """Replace the short recovery clocks (RECOVERY_SETTINGS) by `settings`, for the
+        processes spawned from now on."""
+        for name in RECOVERY_SETTINGS:
+            if name != "PAGEMILL_RATE_LIMITS":
+                self.env.pop(name, None)
+        self.env.update(settings)
 
     def spawn(
         self, name: str, args: list[str], *, supervised: bool = False, **extra_env: str
@@ -274,19 +332,28 @@ class FaultStack:
             self.wait_final(keys, timeout=60)
         return keys
 
-    def start_supervised(self) -> list[str]:
-        """A worker (with beat) and an intake restarted when they die, as compose's restart
-        policy would, warmed up; the intake's unhandled messages come back after 3 s instead of
-        the queue's default 30 s. Returns the warm-up documents' keys."""
+    def start_bare_supervised(self, *, extract: int = 6, prepare: int = 2) -> list[str]:
+        """The bare `pagemill worker --beat` as deployed (prepare on prefork, extract on
+        threads) and an intake, both restarted if they die (recorded in `crashes`), warmed up;
+        unhandled bucket events come back after 3 s. Returns the warm-up documents' keys."""
         self.bucket.sqs.set_queue_attributes(
             QueueUrl=self.bucket.queue_url, Attributes={"VisibilityTimeout": "3"}
         )
-        worker = self.spawn_worker("worker", beat=True, supervised=True)
+        worker = self.spawn(
+            "worker",
+            ["worker", "--beat"],
+            supervised=True,
+            PAGEMILL_PREPARE_CONCURRENCY=str(prepare),
+            PAGEMILL_EXTRACT_CONCURRENCY=str(extract),
+        )
         ingest = self.spawn_ingest(supervised=True)
-        self.wait_ready(worker, ingest)
+        self.wait_ready(ingest)
+        # One "ready." per stage worker.
+        ready = wait_for(lambda: _log_has_lines(worker, "ready.", 2), 90, 0.2)
+        assert ready, f"the stage workers did not start:\n{worker.tail(40)}"
         return self.warm_up(2)
 
-    def _worker_logs(self) -> list[str]:
+    def worker_logs(self) -> list[str]:
         logs = []
         for process in self.processes:
             if process.name.startswith("worker"):
@@ -299,7 +366,7 @@ class FaultStack:
     def sweep_reenqueues(self) -> int:
         """Documents re-enqueued by the sweep, summed over every worker's log."""
         pattern = re.compile(r"sweep re-enqueued (\d+) document")
-        return sum(int(n) for log in self._worker_logs() for n in pattern.findall(log))
+        return sum(int(n) for log in self.worker_logs() for n in pattern.findall(log))
 
     def beat_ticks_since(self, since: datetime) -> int:
         """Sweeps the beat (inside a worker) sent after `since` (local wall-clock time)."""
@@ -310,7 +377,7 @@ class FaultStack:
         )
         return sum(
             1
-            for log in self._worker_logs()
+            for log in self.worker_logs()
             for stamp in pattern.findall(log)
             if datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S") > since.replace(microsecond=0)
         )
@@ -323,7 +390,7 @@ class FaultStack:
         lease.
         Assertions allow for these; they are reported."""
         pattern = re.compile(r"(?:Soft|Hard) time limit \(\S+\) exceeded for \S+\[([0-9a-f-]+)\]")
-        return len({task for log in self._worker_logs() for task in pattern.findall(log)})
+        return len({task for log in self.worker_logs() for task in pattern.findall(log)})
 
     def model_requests(self) -> list[RecordedRequest]:
         return [r for r in self.server.requests if r.api == "anthropic"]
@@ -457,6 +524,29 @@ class FaultStack:
                     {"b": self.bucket.bucket, "p": prefix},
                 ).mappings()
             )
+            dead_letters = conn.execute(
+                text(
+                    """
+                    SELECT count(*) FROM dead_letters l JOIN documents d ON d.id = l.document_id
+                     WHERE d.bucket = :b AND starts_with(d.key, :p) AND l.replayed_at IS NULL
+                    """
+                ),
+                {"b": self.bucket.bucket, "p": prefix},
+            ).scalar_one()
+            paid_twice = conn.execute(
+                text(
+                    """
+                    SELECT count(*) FROM (
+                        SELECT c.document_id, page
+                          FROM vlm_calls c JOIN documents d ON d.id = c.document_id,
+                               unnest(c.page_indexes) AS page
+                         WHERE d.bucket = :b AND starts_with(d.key, :p) AND c.outcome = 'ok'
+                         GROUP BY c.document_id, page HAVING count(*) > 1
+                    ) AS pages
+                    """
+                ),
+                {"b": self.bucket.bucket, "p": prefix},
+            ).scalar_one()
         by_key: dict[str, list[Any]] = {}
         for doc in docs:
             by_key.setdefault(doc["key"], []).append(doc)
@@ -516,7 +606,10 @@ class FaultStack:
                 "unpriced_ok_calls": sum(
                     1 for c in calls if c["outcome"] == "ok" and not (c["cost_usd"] or 0) > 0
                 ),
+                "dead_letters": int(dead_letters),
+                "paid_twice": int(paid_twice),
                 "process_crashes": len(self.crashes),
+                "exits_0": sum(1 for _, code, _ in self.crashes if code == 0),
                 "sweep_reenqueues": self.sweep_reenqueues(),
                 "time_limit_hits": self.time_limit_hits(),
                 "seconds": round(time.monotonic() - self.started, 1),
@@ -559,6 +652,13 @@ def _last_error(process: devstack.Process) -> str:
     return " ".join(lines[-1].split())[:300] if lines else ""
 
 
+def _log_has_lines(process: devstack.Process, marker: str, count: int) -> bool:
+    try:
+        return process.log_path.read_text(errors="replace").count(marker) >= count
+    except OSError:
+        return False
+
+
 def _log_has(process: devstack.Process, marker: str) -> bool:
     try:
         return marker in process.log_path.read_text(errors="replace")
@@ -577,16 +677,37 @@ def check_invariants(figures: Figures) -> None:
     assert figures["requests_after_finish"] == 0, f"a model call for finished work: {figures}"
 
 
-def no_crashes(stack: FaultStack, fault: str) -> None:
-    """The processes must reconnect by themselves. The one crash seen so far (kombu, on a broker
-    restart; see test_broker_restart.py) is intermittent and third-party: everything else is
-    still checked and the documents finished after a restart, so the run is reported as xfail
-    with the crash line instead of failing the build."""
-    if stack.crashes:
-        pytest.xfail(
-            f"a process died on {fault} instead of reconnecting by itself (the documents still "
-            f"finished once it was restarted, as compose's restart policy would): {stack.crashes}"
-        )
+def no_crashes(stack: FaultStack) -> None:
+    """Every process reconnected by itself: none died (the harness would have restarted it, as
+    compose's restart policy does, and recorded it here), and certainly none ended with 0."""
+    assert not stack.crashes, f"a process died instead of reconnecting: {stack.crashes}"
+
+
+def no_waiting_failures(figures: Figures) -> None:
+    """What an outage must never do: fail a document or dead-letter it."""
+    assert figures["failed"] == 0, f"a document failed during an outage: {figures}"
+    assert figures["dead_letters"] == 0, f"an outage made a dead letter: {figures}"
+    assert figures["done"] == figures["pushed"], figures
+    assert figures["paid_twice"] == 0, f"a page paid for twice: {figures}"
+
+
+def no_leftover_files(stack: FaultStack) -> None:
+    """The processes' temporary directory holds nothing they left behind (such as the beat's
+    schedule files, `pagemill-beat-<pid>.*`, that every start used to leave in /tmp)."""
+    left = sorted(p.name for p in stack.tmp_dir.iterdir()) if stack.tmp_dir.exists() else []
+    assert not [name for name in left if name.startswith("pagemill")], left
+
+
+def log_lines(stack: FaultStack, marker: str) -> int:
+    """Lines containing `marker` over every process's log."""
+    total = 0
+    for process in stack.processes:
+        try:
+            text_ = process.log_path.read_text(errors="replace")
+        except OSError:
+            continue
+        total += sum(1 for line in text_.splitlines() if marker in line)
+    return total
 
 
 def report(figures: Figures) -> None:
@@ -594,6 +715,7 @@ def report(figures: Figures) -> None:
     print(
         f"\n[faults] {public['test']}: pushed={public['pushed']} lost={public['lost']} "
         f"duplicate_results={public['duplicate_results']} "
+        f"dead_letters={public['dead_letters']} paid_twice={public['paid_twice']} "
         f"duplicate_paid_calls={public['duplicate_paid_calls']} "
         f"model_requests={public['model_requests']} "
         f"unrecorded_requests={public['unrecorded_requests']} "

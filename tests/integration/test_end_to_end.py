@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -108,6 +109,22 @@ def test_upload_to_result_rows_with_the_local_extractor(
     assert rows["in/scan é.pdf"].total == scanned.total
     assert rows["in/broken.pdf"].status == "failed"
     assert rows["in/broken.pdf"].error_category == "bad_input"
+    # Its dead letter is a row in Postgres, and nowhere else: no broker list that nobody reads
+    # grows with every failure.
+    broker = redis.Redis.from_url(stack["PAGEMILL_BROKER_URL"])
+    try:
+        assert not [k for k in broker.keys("*dead*letter*")], broker.keys("*")
+    finally:
+        broker.close()
+    with sessions() as session:
+        letters = session.execute(
+            text(
+                "SELECT count(*) FROM dead_letters l JOIN documents d ON d.id = l.document_id"
+                " WHERE d.bucket = :b AND d.key = 'in/broken.pdf'"
+            ),
+            {"b": bucket},
+        ).scalar_one()
+    assert letters == 1
     for key in uploads:
         if key != "in/broken.pdf":
             assert rows[key].calls == 1 and rows[key].cost_usd == 0  # local: a row, no cost

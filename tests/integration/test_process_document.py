@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
+from pipeline.costing import ModelPrice, PriceTable
 from pipeline.db.models import DeadLetter, Extraction
-from pipeline.domain import DocumentStatus, Usage
+from pipeline.domain import DocumentStatus
 from pipeline.errors import ErrorCategory, TransientError
 from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf
 from pipeline.usecases import process
@@ -28,6 +30,19 @@ def test_anthropic_result_and_cost_rows(
 ) -> None:
     invoice = make_invoice(11)
     fake_model_server.fields = invoice.expected()
+    # A price table of the test's own: per million tokens, input 1, output 2, cache write 4,
+    # cache read 8 (distinct, so that a token counted at the wrong price shows).
+    prices = PriceTable(
+        {
+            "claude-sonnet-4-6": ModelPrice(
+                input=Decimal(1), output=Decimal(2), cache_write=Decimal(4), cache_read=Decimal(8)
+            )
+        }
+    )
+    deps = replace(deps, prices=prices)
+    fake_model_server.script(
+        reply(usage={"cache_creation_input_tokens": 700, "cache_read_input_tokens": 300})
+    )
     doc_id = upload(deps, bucket_with_queue.bucket, "in/a b.pdf", render_pdf(invoice), "anthropic")
 
     assert process_document(deps, doc_id) is DocumentStatus.DONE
@@ -47,17 +62,18 @@ def test_anthropic_result_and_cost_rows(
     assert row.invoice_number == invoice.invoice_number and row.total == invoice.total
     [call] = calls(deps, doc_id)
     assert call.outcome == "ok" and call.request_id and call.input_tokens > 0
-    expected = deps.prices.cost(
-        "anthropic",
-        "claude-sonnet-4-6",
-        Usage(
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cache_creation_input_tokens=call.cache_creation_input_tokens,
-            cache_read_input_tokens=call.cache_read_input_tokens,
-        ),
+    # Scripted: the answer reports prompt-cache writes and reads too.
+    assert (call.cache_creation_input_tokens, call.cache_read_input_tokens) == (700, 300)
+    expected = (
+        Decimal(
+            call.input_tokens * 1
+            + call.output_tokens * 2
+            + call.cache_creation_input_tokens * 4
+            + call.cache_read_input_tokens * 8
+        )
+        / 1_000_000
     )
-    assert call.cost_usd == expected and row.cost_usd == expected > 0
+    assert call.cost_usd == expected and row.cost_usd == expected
     # The page text layer went with the image.
     assert invoice.invoice_number in fake_model_server.last_request.prompt_text()
 
@@ -115,6 +131,7 @@ def test_rate_limit_gives_the_document_back_with_the_failed_call_recorded(
     doc = document(deps, doc_id)
     assert doc.status == "pending" and doc.error_category == "provider_rate_limited"
     [failed] = calls(deps, doc_id)
+    # A 429 is an answer: not billed, so it costs 0 (known), not NULL (unknown).
     assert failed.outcome == "error" and failed.cost_usd == 0 and failed.request_id
 
     assert process_document(deps, doc_id) is DocumentStatus.DONE

@@ -99,21 +99,3 @@ def test_a_rule_still_broken_after_the_re_check_needs_review(
     assert fake_model_server.request_count == 2  # one re-check, bounded
     with deps.sessions() as session:
         assert session.get(Document, doc_id).status == "needs_review"  # type: ignore[union-attr]
-
-
-def test_a_model_that_obeys_an_injected_instruction_is_caught(
-    deps: Collaborators, bucket_with_queue: BucketWithQueue, fake_model_server: FakeModelServer
-) -> None:
-    # The page says "report a total of 0"; a gullible model does. The answer is schema-valid,
-    # so only the checks against the page can catch it, and they do.
-    invoice = make_invoice(44)
-    fake_model_server.fields = {**invoice.expected(), "total": "0.00"}
-    doc_id = upload(
-        deps, bucket_with_queue.bucket, "injected.pdf", render_pdf(invoice), "anthropic"
-    )
-
-    assert process_document(deps, doc_id) is DocumentStatus.NEEDS_REVIEW
-
-    extraction = _extraction(deps, doc_id)
-    reasons = " | ".join(extraction.review_reasons)
-    assert "subtotal_plus_tax_is_total" in reasons and "ungrounded: total" in reasons

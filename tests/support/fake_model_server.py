@@ -165,6 +165,7 @@ class Scripted:
     error_code: str | None = None  # Anthropic error.details.error_code for "error"
     latency: float | None = None  # overrides server.latency for this answer
     api: ModelApi | None = None  # only consumed by requests to this API (None: either)
+    usage: Mapping[str, Any] | None = None  # overrides fields of the reply's usage
 
 
 def reply(
@@ -176,8 +177,10 @@ def reply(
     headers: Mapping[str, str] | None = None,
     latency: float | None = None,
     api: ModelApi | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> Scripted:
-    """A scripted answer of the given kind (see `ReplyKind`)."""
+    """A scripted answer of the given kind (see `ReplyKind`); `usage` overrides fields of the
+    usage the server would report (e.g. cache tokens)."""
     return Scripted(
         kind=kind,
         status=status,
@@ -186,6 +189,7 @@ def reply(
         fields=fields,
         latency=latency,
         api=api,
+        usage=dict(usage) if usage is not None else None,
     )
 
 
@@ -872,6 +876,8 @@ class FakeModelServer:
         }
         if kind == "no_usage":
             del message["usage"]
+        elif scripted.usage:
+            message["usage"].update(scripted.usage)
         return message
 
     def _anthropic_count_tokens(self, request: RecordedRequest) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -354,13 +353,12 @@ def test_timeout_is_transient_timeout(server: FakeModelServer) -> None:
     extractor = AnthropicExtractor(_settings(server.anthropic_base_url, anthropic_timeout_s=0.3))
     server.latency = 1.5
 
-    started = time.monotonic()
     with pytest.raises(TransientError) as caught:
         extractor.call(_request())
 
     assert caught.value.category is ErrorCategory.TIMEOUT
-    assert time.monotonic() - started < 1.2
-    assert server.request_count == 1
+    assert caught.value.outage and caught.value.maybe_billed  # sent, then no answer
+    assert server.request_count == 1  # our timeout, not the SDK's retries
 
 
 # --- configuration and inputs --------------------------------------------------------------------

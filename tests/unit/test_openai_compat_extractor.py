@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -326,10 +325,9 @@ def test_timeout_is_transient_timeout(server: FakeModelServer) -> None:
     extractor = OpenAICompatExtractor(_settings(server.openai_base_url, openai_timeout_s=0.3))
     server.latency = 1.5
 
-    started = time.monotonic()
     with pytest.raises(TransientError) as caught:
         extractor.call(_request())
 
     assert caught.value.category is ErrorCategory.TIMEOUT
-    assert time.monotonic() - started < 1.2
-    assert server.request_count == 1
+    assert caught.value.outage and caught.value.maybe_billed  # sent, then no answer
+    assert server.request_count == 1  # our timeout, not the SDK's retries

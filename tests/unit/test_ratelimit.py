@@ -21,6 +21,7 @@ from pipeline.ratelimit import (
     estimate_input_tokens,
     limited,
     limits_for,
+    make_rate_limiter,
     parse_limits,
 )
 
@@ -79,15 +80,15 @@ def test_rpm_is_shared_between_workers(make: MakeLimiter) -> None:
 
     patient = make(spec, window_s=3.0, max_wait_s=3.0)
     permit = patient.acquire("anthropic", "m", 0, 0)
-    assert 0.5 < permit.waited_s < 2.0
+    assert permit.waited_s > 0.5
 
 
 def test_a_wait_past_max_wait_raises_at_once(make: MakeLimiter) -> None:
-    limiter = make("anthropic:m=rpm:1", max_wait_s=5.0)
+    slept: list[float] = []
+    limiter = make("anthropic:m=rpm:1", max_wait_s=5.0, sleep=slept.append)
     limiter.acquire("anthropic", "m", 0, 0)
-    started = time.monotonic()
     error = _throttled(lambda: limiter.acquire("anthropic", "m", 0, 0))
-    assert time.monotonic() - started < 1.0  # no point sleeping 5 s for a 60 s wait
+    assert slept == []  # no point sleeping 5 s for a 60 s wait: it said so at once
     assert error.retry_after_s is not None
     assert 55 < error.retry_after_s <= 60
 
@@ -194,7 +195,7 @@ def test_permits_of_a_killed_worker_expire_with_their_lease(make: MakeLimiter) -
     assert "inflight" in str(error)
 
     permit = make(spec, max_wait_s=3.0, poll_s=0.05).acquire("anthropic", "m", 0, 0)
-    assert 0.3 < permit.waited_s < 2.0
+    assert permit.waited_s > 0.3  # until the dead worker's lease ran out
 
 
 def test_waiting_for_a_slot_gives_up_after_max_wait(make: MakeLimiter) -> None:
@@ -203,7 +204,7 @@ def test_waiting_for_a_slot_gives_up_after_max_wait(make: MakeLimiter) -> None:
     waiter = make(spec, max_wait_s=0.3, poll_s=0.05)
     started = time.monotonic()
     error = _throttled(lambda: waiter.acquire("anthropic", "m", 0, 0))
-    assert 0.3 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.3  # it waited its max_wait_s before giving up
     assert error.retry_after_s == pytest.approx(0.3)
 
 
@@ -220,7 +221,7 @@ def test_cooldown_from_one_worker_holds_back_another(make: MakeLimiter) -> None:
     assert 0.3 < error.retry_after_s <= 0.6
 
     permit = make("", max_wait_s=2.0).acquire("anthropic", "m", 0, 0)
-    assert 0.3 < permit.waited_s < 1.5
+    assert permit.waited_s > 0.3
 
 
 def test_cooldown_only_ever_extends_and_is_capped(make: MakeLimiter) -> None:
@@ -245,6 +246,30 @@ def test_limited_releases_and_shares_a_429(make: MakeLimiter) -> None:
     error = _throttled(lambda: limiter.acquire("anthropic", "m", 0, 0))
     assert "cooldown" in str(error)
     assert "inflight" not in str(error)
+
+
+def test_a_429_holds_back_every_worker_with_no_limits_configured(client: redis.Redis) -> None:
+    # PAGEMILL_RATE_LIMITS empty, as by default: the cooldown still needs no configuration.
+    prefix = f"test-ratelimit-{uuid.uuid4().hex}"
+    told, other = (make_rate_limiter("", REDIS_URL, prefix=prefix, max_wait_s=0) for _ in range(2))
+    try:
+        with pytest.raises(TransientError), limited(told, "anthropic", "m", 0, 0):
+            raise TransientError(ErrorCategory.PROVIDER_RATE_LIMITED, "429", retry_after_s=20)
+        error = _throttled(lambda: other.acquire("anthropic", "m", 0, 0))
+        assert "cooldown" in str(error)
+        assert error.retry_after_s is not None and error.retry_after_s > 15
+        other.acquire("anthropic", "another-model", 0, 0)  # one model's 429 is its own
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*"):
+            client.delete(key)
+
+
+def test_without_limits_a_redis_that_is_down_only_costs_the_cooldown() -> None:
+    # Nothing to enforce but the cooldown: calls go on rather than wait for Redis.
+    limiter = make_rate_limiter("", "redis://127.0.0.1:1/0", max_wait_s=0)
+    with limited(limiter, "anthropic", "m", 100, 100) as permit:
+        permit.actual = Usage(input_tokens=1)
+    assert permit.released
 
 
 # --- no limiter, parsing, estimates -------------------------------------------------------

@@ -1,32 +1,91 @@
-"""Periodic tasks: the sweep that re-enqueues stuck work, and bucket reconciliation."""
+"""Periodic tasks: the sweep (resume waiting documents, re-enqueue lost work, notice a broker
+that came back empty), bucket reconciliation, and page-payload retention.
+
+They run while dependencies may be down: a database or broker that is unreachable is one log
+line when it goes down and one when it is back (pipeline/health.py), not a traceback per run.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import timedelta
+from functools import cache
 
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from pipeline import health
 from pipeline.cost.batch import CycleReport as BatchCycle
 from pipeline.cost.waiting import wake_documents
+from pipeline.health import HEALTH
 from pipeline.settings import get_settings
-from pipeline.usecases.recovery import reconcile, sweep
+from pipeline.usecases.recovery import reconcile, requeue_pending, sweep
+from pipeline.usecases.retention import delete_expired_payloads
 from pipeline.usecases.waiting import resume_due
 from workers import queues
 from workers.app import app
+from workers.policy import DATABASE_ERRORS, dependencies_up
 from workers.runtime import collaborators
 from workers.tasks.documents import enqueue_document
+
+log = logging.getLogger(__name__)
+
+# Lives only in the broker's Redis: when it is missing, the broker lost its data (a restart
+# without persistence, a flush), and every message it held with it.
+BROKER_MARKER = "pagemill:broker-epoch"
+
+_BROKER_ERRORS = (BrokerError, RedisError, ConnectionError, TimeoutError)
+
+
+@cache
+def _broker_client() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().broker_url, socket_timeout=5)
+
+
+def broker_lost_its_messages(client: redis.Redis) -> bool:
+    """True when the broker has no marker: it was restarted empty (or this is its first
+    sweep). The caller re-enqueues what Postgres says is pending, then calls
+    `remember_broker` so that the next sweeps do not do it again."""
+    return not client.exists(BROKER_MARKER)
+
+
+def remember_broker(client: redis.Redis) -> None:
+    client.set(BROKER_MARKER, uuid.uuid4().hex)
 
 
 @app.task(name="pagemill.sweep", queue=queues.MAINTENANCE, ignore_result=True)
 def sweep_stuck() -> int:
+    """Every PAGEMILL_SWEEP_INTERVAL_S: resume documents whose wait is over, re-enqueue the
+    pending ones at once if the broker came back empty, and re-enqueue stuck work (pending
+    past PAGEMILL_STUCK_AFTER_S, or a lease that expired). Concurrent sweeps are safe: rows
+    are taken with SKIP LOCKED, and a second message for a document is a no-op."""
     deps = collaborators()
-    # Waiting documents whose wait is over (pipeline/usecases/waiting.py). MERGE NOTE: the
-    # outages branch's sweep does this too; keep one call.
-    resumed = resume_due(deps.sessions, enqueue_document)
-    stuck = sweep(
-        deps.sessions,
-        stuck_after=timedelta(seconds=deps.settings.stuck_after_s),
-        enqueue=enqueue_document,
-    )
-    return len(stuck) + len(resumed)
+    client = _broker_client()
+    count = 0
+    try:
+        lost = broker_lost_its_messages(client)
+        if lost:
+            count += len(requeue_pending(deps.sessions, enqueue_document))
+            remember_broker(client)
+        count += len(resume_due(deps.sessions, enqueue_document))
+        count += len(
+            sweep(
+                deps.sessions,
+                stuck_after=timedelta(seconds=deps.settings.stuck_after_s),
+                enqueue=enqueue_document,
+            )
+        )
+    except DATABASE_ERRORS as exc:
+        HEALTH.down(health.DATABASE, str(exc))
+        return count
+    except _BROKER_ERRORS as exc:
+        HEALTH.down(health.BROKER, str(exc))
+        return count
+    # Documents that wait for either are due now (resumed by the next sweep).
+    dependencies_up((health.DATABASE, health.BROKER))
+    return count
 
 
 @app.task(name="pagemill.reconcile", queue=queues.MAINTENANCE, ignore_result=True)
@@ -46,6 +105,21 @@ def reconcile_buckets() -> int:
             )
         )
     return found
+
+
+@app.task(name="pagemill.retention", queue=queues.MAINTENANCE, ignore_result=True)
+def delete_old_payloads() -> int:
+    """Every PAGEMILL_RETENTION_INTERVAL_S: delete page images of documents final for longer
+    than PAGEMILL_PAYLOAD_RETENTION_DAYS."""
+    deps = collaborators()
+    try:
+        deleted = delete_expired_payloads(
+            deps.sessions, timedelta(days=deps.settings.payload_retention_days)
+        )
+    except DATABASE_ERRORS as exc:
+        HEALTH.down(health.DATABASE, str(exc))
+        return 0
+    return deleted
 
 
 def run_batch_cycle() -> BatchCycle:
@@ -70,4 +144,10 @@ def run_batch_cycle() -> BatchCycle:
 
 @app.task(name="pagemill.batches", queue=queues.MAINTENANCE, ignore_result=True)
 def batch_cycle() -> int:
-    return run_batch_cycle().submitted
+    """Every PAGEMILL_BATCH_POLL_INTERVAL_S: submit waiting batch requests, collect ended
+    batches. A database that is down is one line (the next run picks everything up)."""
+    try:
+        return run_batch_cycle().submitted
+    except DATABASE_ERRORS as exc:
+        HEALTH.down(health.DATABASE, str(exc))
+        return 0

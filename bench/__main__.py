@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): every benchmark with defaults sized for a 2-core machine.
 
-    python -m bench                 # pages, stages, throughput (several minutes)
+    python -m bench                 # pages, stages, cost, throughput (several minutes)
     python -m bench --quick         # smaller runs, for checking that everything works
 
 Ends with the line `throughput ratio: X.XX (bound: provider|cpu)` for the fitted set-up: its
@@ -15,14 +15,16 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import pages, stages, throughput
+from bench import cost, pages, stages, throughput
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs (about two minutes)")
-    parser.add_argument("--skip", default="", help="comma-separated: pages, stages, throughput")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: pages, stages, cost, throughput"
+    )
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     guarded("pages", lambda: pages.main(["--repeat", "3", "--big-pages", "200", "--ocr-docs", "4"]
                                         if args.quick else []))
     guarded("stages", lambda: stages.main(["--docs", "20"] if args.quick else []))
+    guarded("cost", lambda: cost.main(["--docs", "40"] if args.quick else []))
     guarded("throughput", run_throughput)
     print()
     print(line or "throughput ratio: n/a (throughput benchmark skipped or failed)")

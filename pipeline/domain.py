@@ -38,6 +38,17 @@ class PageStatus(StrEnum):
     FAILED = "failed"
 
 
+class CallPurpose(StrEnum):
+    """Why a call was made: the first read of a chunk, or one of the ways it is asked again."""
+
+    EXTRACT = "extract"
+    REASK = "reask"  # the previous answer failed validation
+    RETRY_TRUNCATED = "retry_truncated"  # the previous answer hit max_tokens
+    RECHECK = "recheck"  # fields that broke a rule, re-read at a higher resolution
+    ESCALATE = "escalate"  # the cascade's stronger model, for pages the cheaper one got wrong
+    CACHE_HIT = "cache_hit"  # no request: the page cache had the answer (cost 0)
+
+
 class CallOutcome(StrEnum):
     # Written just before the request is sent, so that a worker killed mid-call still leaves its
     # row (the provider may bill the call: tokens and cost unknown); the answer overwrites it.
@@ -108,6 +119,9 @@ class ExtractionRequest:
     renderer: PageRenderer
     feedback: str | None = None  # validation errors of the previous attempt, for a re-ask
     max_tokens: int | None = None
+    # Mark the request's fixed prefix (instructions, schema) for the provider's prompt cache;
+    # decided per call by the cost policy (it only pays when more calls follow soon).
+    cache_prefix: bool = False
 
 
 @dataclass(slots=True)
@@ -141,6 +155,20 @@ class ProviderReply:
 
 
 @dataclass(slots=True)
+class Savings:
+    """Money a call did not cost thanks to each saving, priced when it ran (USD)."""
+
+    page_cache: Decimal = Decimal(0)  # a cache hit: what producing the stored answer cost
+    cascade: Decimal = Decimal(0)  # the cheap model vs the strong one (negative if escalated)
+    batch: Decimal = Decimal(0)  # the batch discount
+    prompt_cache: Decimal = Decimal(0)  # cache reads minus the cache-write premium
+
+    @property
+    def total(self) -> Decimal:
+        return self.page_cache + self.cascade + self.batch + self.prompt_cache
+
+
+@dataclass(slots=True)
 class CallRecord:
     """One row of vlm_calls: a provider call attempt, successful or not."""
 
@@ -158,6 +186,16 @@ class CallRecord:
     page_indexes: list[int] = field(default_factory=list)
     # Made before the row is written, so that writing the same call twice is a no-op.
     call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    purpose: CallPurpose = CallPurpose.EXTRACT
+    # Estimated before the call was made (None: no estimate, e.g. the offline extractor).
+    estimated_input_tokens: int | None = None
+    estimated_cost_usd: Decimal | None = None
+    cached_from_call_id: uuid.UUID | None = None  # a cache hit: the call that paid for it
+    prompt_cache_marked: bool = False
+    savings: Savings = field(default_factory=Savings)
+    # Spending-cap ledger rows charged with the estimate when the call started; the outcome
+    # corrects them by the actual cost (a database trigger).
+    budget_ledger_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)

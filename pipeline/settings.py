@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -121,6 +129,38 @@ class Settings(BaseSettings):
     prepare_concurrency: Annotated[int | None, Field(ge=1, le=256)] = None
     extract_concurrency: Annotated[int, Field(ge=1, le=1000)] = 64
 
+    # Cost control (pipeline/cost; README "Cost"). A document may spend page_budget_* per page
+    # (capped by document_budget_* when set), re-asks, re-checks and retries included; past it
+    # it goes to review instead of calling again.
+    page_budget_usd: Annotated[Decimal | None, Field(ge=0)] = Decimal("0.10")
+    page_budget_tokens: Annotated[int | None, Field(ge=0)] = 30_000
+    document_budget_usd: Annotated[Decimal | None, Field(ge=0)] = None
+    document_budget_tokens: Annotated[int | None, Field(ge=0)] = None
+    # A document held by a spending cap checks again this often (a cap raised with
+    # `pagemill budget set` wakes it at once; the period's rollover at the latest).
+    budget_recheck_s: Annotated[float, Field(gt=0)] = 300.0
+    page_cache: bool = True  # reuse the answer for identical pages (re-uploads)
+    page_cache_off: str = ""  # schemas that never use the page cache, comma-separated
+    # Cheap model first, stronger ones only for pages that fail rules or grounding, e.g.
+    # "invoice=claude-haiku-4-5>claude-sonnet-4-6;*=claude-haiku-4-5>claude-sonnet-4-6".
+    cascade: str = ""
+    prompt_cache: bool = True  # mark the fixed prefix for the provider's cache where it pays
+    # Non-urgent objects go through the provider's batch API at a discount: key prefixes, e.g.
+    # "archive/;s3://inbox/backfill/" (or object metadata x-amz-meta-pagemill-priority: batch).
+    batch_routes: str = ""
+    batch_max_requests: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    # A group is submitted when this many requests wait, or when the oldest waited this long.
+    batch_min_requests: Annotated[int, Field(ge=1, le=100_000)] = 100
+    batch_max_wait_s: Annotated[float, Field(ge=0)] = 300.0
+    batch_poll_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    batch_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3  # expiries/errors, then dead letter
+    # Where calls go while a model's circuit is open, e.g.
+    # "anthropic:claude-sonnet-4-6=openai_compat;anthropic:*=anthropic:claude-haiku-4-5".
+    failover: str = ""
+    circuit_failures: Annotated[int, Field(ge=1)] = 5  # consecutive outage errors to open
+    # Before one probe call is let through (short: a probe is one call from one worker).
+    circuit_open_s: Annotated[float, Field(gt=0)] = 5.0
+
     # Intake webhook (S3-compatible servers post bucket events here).
     webhook_host: str = "127.0.0.1"
     webhook_port: Annotated[int, Field(ge=0, le=65535)] = 8087
@@ -185,6 +225,19 @@ class Settings(BaseSettings):
         from pipeline.ratelimit import parse_limits
 
         parse_limits(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("cascade", "failover", "batch_routes")
+    @classmethod
+    def _parse_cost_rules(cls, value: str, info: ValidationInfo) -> str:
+        from pipeline.cost import config
+
+        parser = {
+            "cascade": config.parse_cascade,
+            "failover": config.parse_failover,
+            "batch_routes": config.parse_batch_routes,
+        }[str(info.field_name)]
+        parser(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("broker_url")

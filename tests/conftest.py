@@ -63,7 +63,12 @@ def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     from pipeline.db.session import make_session_factory
 
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE documents, vlm_calls RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text(
+                "TRUNCATE documents, vlm_calls, budget_caps, budget_ledger, message_batches"
+                " RESTART IDENTITY CASCADE"
+            )
+        )
     yield make_session_factory(engine)
 
 

@@ -75,6 +75,8 @@ def make_app(settings: Settings) -> Celery:
                 else {}
             ),
             "retention": {"task": "pagemill.retention", "schedule": settings.retention_interval_s},
+            # Submits queued batch requests and collects ended batches (pipeline/cost/batch.py).
+            "batches": {"task": "pagemill.batches", "schedule": settings.batch_poll_interval_s},
         },
     )
     size_broker_pool(app, settings.worker_concurrency)

@@ -756,6 +756,15 @@ def demo(
     raise typer.Exit(code)
 
 
+def _register_cost_commands() -> None:
+    from workers.cli_cost import register
+
+    register(app)
+
+
+_register_cost_commands()
+
+
 def main() -> None:  # pragma: no cover - console script entry
     try:
         app()

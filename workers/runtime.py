@@ -14,6 +14,7 @@ from functools import cache
 
 from sqlalchemy import text
 
+from pipeline.cost.services import make_cost_services
 from pipeline.costing import load_price_table
 from pipeline.db.session import make_engine, make_session_factory
 from pipeline.extractors import build_extractor, sdk_module
@@ -45,6 +46,8 @@ def _build_collaborators() -> Collaborators:
     # Worker processes look schemas up by the name stored on each document.
     configure_schemas(settings.user_schemas, settings.schema_routes, settings.schema_name)
     engine = make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 20))
+    sessions = make_session_factory(engine)
+    prices = load_price_table(settings.price_table)
     extractors: dict[str, Extractor] = {}
 
     def extractor_for(name: str) -> Extractor:
@@ -54,11 +57,12 @@ def _build_collaborators() -> Collaborators:
             return extractors[name]
 
     return Collaborators(
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         s3=make_s3_client(settings),
         extractor_for=extractor_for,
-        prices=load_price_table(settings.price_table),
+        prices=prices,
         settings=settings,
+        cost=make_cost_services(settings, prices, sessions),
         limiter=make_rate_limiter(
             settings.rate_limits,
             settings.rate_limit_redis_url or settings.broker_url,

@@ -49,6 +49,7 @@ class _Reading:
     at: float = float("-inf")
     depths: dict[str, int] | None = None
     oldest_pending_s: float | None = None
+    circuits: list[tuple[str, str, int]] | None = None
 
 
 @dataclass(eq=False)  # registries key collectors by identity
@@ -59,6 +60,7 @@ class ScrapeTimeMetrics:
     broker_url: str
     database_url: str
     cache_s: float = 5.0
+    circuit_redis_url: str | None = None  # the circuit breakers' Redis (default: the broker)
     _reading: _Reading = field(default_factory=_Reading)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _engine: Engine | None = None
@@ -90,6 +92,16 @@ class ScrapeTimeMetrics:
                 "Age of the oldest document not finished yet (0 when there is none).",
                 value=reading.oldest_pending_s,
             )
+        if reading.circuits is not None:
+            circuit = GaugeMetricFamily(
+                "pagemill_circuit_state",
+                "Each provider and model's circuit breaker: 0 closed, 1 half-open, 2 open "
+                "(shared state, read from Redis at scrape time).",
+                labels=["provider", "model"],
+            )
+            for provider, model, value in reading.circuits:
+                circuit.add_metric([provider, model], float(value))
+            yield circuit
 
     def _read(self) -> _Reading:
         with self._lock:  # concurrent scrapes share one read
@@ -98,6 +110,7 @@ class ScrapeTimeMetrics:
                     at=time.monotonic(),
                     depths=self._queue_depths(),
                     oldest_pending_s=self._oldest_pending(),
+                    circuits=self._circuits(),
                 )
             return self._reading
 
@@ -109,6 +122,24 @@ class ScrapeTimeMetrics:
         except redis.RedisError as exc:
             log.debug("queue depths unavailable: %s", exc)
             return None
+
+    def _circuits(self) -> list[tuple[str, str, int]] | None:
+        import redis
+
+        from pipeline.cost.circuit import RedisCircuitBreaker
+
+        client = redis.Redis.from_url(
+            self.circuit_redis_url or self.broker_url,
+            socket_timeout=_SOURCE_TIMEOUT_S,
+            socket_connect_timeout=_SOURCE_TIMEOUT_S,
+        )
+        try:
+            return RedisCircuitBreaker(client).samples()
+        except redis.RedisError as exc:
+            log.debug("circuit states unavailable: %s", exc)
+            return None
+        finally:
+            client.close()
 
     def _oldest_pending(self) -> float | None:
         from sqlalchemy.exc import SQLAlchemyError
@@ -172,7 +203,12 @@ def scrape_registry(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics.RecordedMetrics())
     registry.register(
-        ScrapeTimeMetrics(settings.broker_url, settings.database_url, settings.metrics_cache_s)
+        ScrapeTimeMetrics(
+            settings.broker_url,
+            settings.database_url,
+            settings.metrics_cache_s,
+            circuit_redis_url=settings.rate_limit_redis_url,
+        )
     )
     return registry
 

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.domain import CallOutcome, DocumentStatus, PageStatus, Stage
+from pipeline.domain import CallOutcome, CallPurpose, DocumentStatus, PageStatus, Stage
 
 
 def _values(enum: type[Any]) -> str:
@@ -67,6 +67,9 @@ class Document(Base):
     # model calls). Each stage claims the document for itself, so a stray message of the other
     # stage is a no-op.
     stage: Mapped[str] = mapped_column(Text, server_default=Stage.PREPARE.value)
+    # "batch": not urgent, its model calls go through the provider's batch API at a discount;
+    # "urgent": never (whatever PAGEMILL_BATCH_ROUTES says); "standard": as the routes say.
+    priority: Mapped[str] = mapped_column(Text, server_default="standard")
     page_count: Mapped[int | None] = mapped_column(Integer)
     repaired: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     error_category: Mapped[str | None] = mapped_column(Text)
@@ -178,7 +181,9 @@ class VlmCall(Base):
     __tablename__ = "vlm_calls"
     __table_args__ = (
         CheckConstraint(f"outcome IN ({_values(CallOutcome)})", name="ck_vlm_calls_outcome"),
+        CheckConstraint(f"purpose IN ({_values(CallPurpose)})", name="ck_vlm_calls_purpose"),
         Index("ix_vlm_calls_document", "document_id"),
+        Index("ix_vlm_calls_created", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -203,6 +208,18 @@ class VlmCall(Base):
     error_category: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Cost control (pipeline/cost): why the call was made, what it was expected to cost, and
+    # what each saving kept off the bill.
+    purpose: Mapped[str] = mapped_column(Text, server_default=CallPurpose.EXTRACT.value)
+    estimated_input_tokens: Mapped[int | None] = mapped_column(Integer)
+    estimated_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 8))
+    cached_from_call_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    prompt_cache_marked: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    saved_page_cache_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), server_default="0")
+    saved_cascade_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), server_default="0")
+    saved_batch_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), server_default="0")
+    saved_prompt_cache_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), server_default="0")
+    budget_ledger_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
 
 
 class DeadLetter(Base):
@@ -275,3 +292,7 @@ class ReviewCorrection(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # the review reason this answers, if any
     reviewer: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# Cost-control tables (page cache, spending caps, batches) live in their own module.
+from pipeline.db import cost_models  # noqa: E402, F401

@@ -54,9 +54,14 @@ from pipeline.grounding import PageWords
 
 
 def register_document(
-    session: Session, ref: ObjectRef, schema_name: str, provider: str | None = None
+    session: Session,
+    ref: ObjectRef,
+    schema_name: str,
+    provider: str | None = None,
+    priority: str = "standard",
 ) -> tuple[int, bool]:
-    """The document row for this object version; (id, created). A duplicate event creates none."""
+    """The document row for this object version; (id, created). A duplicate event creates none.
+    `priority` "batch" sends its model calls through the provider's batch API (not urgent)."""
     params = {
         "bucket": ref.bucket,
         "key": ref.key,
@@ -64,6 +69,7 @@ def register_document(
         "size": ref.size,
         "schema_name": schema_name,
         "provider": provider,
+        "priority": priority,
     }
     new_id = session.execute(_register_statement(), params).scalar_one_or_none()
     if new_id is not None:
@@ -307,6 +313,16 @@ def record_calls(session: Session, document_id: int | None, calls: Sequence[Call
             "stop_reason": call.stop_reason,
             "error_category": call.error_category,
             "error_message": call.error_message,
+            "purpose": call.purpose.value,
+            "estimated_input_tokens": call.estimated_input_tokens,
+            "estimated_cost_usd": call.estimated_cost_usd,
+            "cached_from_call_id": call.cached_from_call_id,
+            "prompt_cache_marked": call.prompt_cache_marked,
+            "saved_page_cache_usd": call.savings.page_cache,
+            "saved_cascade_usd": call.savings.cascade,
+            "saved_batch_usd": call.savings.batch,
+            "saved_prompt_cache_usd": call.savings.prompt_cache,
+            "budget_ledger_ids": call.budget_ledger_ids,
         }
         for call in calls
     ]
@@ -334,6 +350,10 @@ def _record_calls_statement() -> ReturningInsert[tuple[uuid.UUID]]:
             "stop_reason",
             "error_category",
             "error_message",
+            "saved_page_cache_usd",
+            "saved_cascade_usd",
+            "saved_batch_usd",
+            "saved_prompt_cache_usd",
         )
     }
     # A `started` row (written before the request) takes the outcome; a finished one is final.

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline import logs, metrics
 from pipeline.checks import RuleFailure
 from pipeline.costing import PriceTable
 from pipeline.domain import (
     CallOutcome,
+    CallPurpose,
     CallRecord,
     ExtractionRequest,
     ExtractionResult,
     PageContent,
     PageRenderer,
     ProviderReply,
+    Savings,
     Usage,
 )
 from pipeline.errors import ErrorCategory, PermanentError, PipelineError
@@ -29,6 +33,9 @@ from pipeline.pages import encode_jpeg
 from pipeline.ratelimit import NoRateLimiter, RateLimiter, estimate_input_tokens, limited
 from pipeline.schemas import SchemaSpec
 from pipeline.validation import feedback_for, validate
+
+if TYPE_CHECKING:
+    from pipeline.cost.hooks import CostHooks
 
 
 @dataclass(slots=True)
@@ -59,6 +66,9 @@ class ExtractOptions:
     max_rechecks: int = 1  # re-asks about fields that fail a business rule
     recheck_dpi: int = 268  # twice the resolution of a 1568 px A4 page
     tile_long_edge: int = 1568
+    # Estimates, budgets, page cache, prompt caching, batch and failover for one document
+    # (pipeline.cost); None: calls are made as asked (the in-process `pagemill extract`).
+    cost: CostHooks | None = None
 
 
 def _metered_call(
@@ -68,104 +78,103 @@ def _metered_call(
     meter: Meter,
     page_indexes: list[int],
     options: ExtractOptions,
+    purpose: CallPurpose = CallPurpose.EXTRACT,
 ) -> ProviderReply:
+    plan = None
+    if options.cost is not None:
+        # May hold the call back (a cap, an open circuit, a batch answer still to come) or
+        # stop the document (its own budget); may answer it (a batch result) or reroute it.
+        plan = options.cost.plan(extractor, request, purpose, page_indexes, meter)
+        if plan.answered is not None:
+            reply, answered = plan.answered
+            meter.calls.append(answered)
+            return reply
+        extractor, request = plan.extractor, plan.request
+        purpose = plan.purpose or purpose
+    estimate = plan.estimate if plan is not None else None
     attempt = len(meter.calls) + 1
     call_id = uuid.uuid4()  # the same row from `started` to the outcome
     prompt_chars = len(request.schema.instructions) + len(request.feedback or "")
+    header = CallRecord(
+        provider=extractor.provider,
+        model=extractor.model,
+        attempt=attempt,
+        outcome=CallOutcome.STARTED,
+        latency_ms=0,
+        usage=Usage(),
+        cost_usd=None,  # unknown until the answer comes
+        page_indexes=page_indexes,
+        call_id=call_id,
+        purpose=purpose,
+        estimated_input_tokens=estimate.input_tokens if estimate else None,
+        estimated_cost_usd=estimate.cost_usd if estimate else None,
+        prompt_cache_marked=request.cache_prefix,
+    )
     with limited(
         options.limiter,
         extractor.provider,
         extractor.model,
-        estimate_input_tokens(request.pages, prompt_chars),
+        estimate.input_tokens if estimate else estimate_input_tokens(request.pages, prompt_chars),
         request.max_tokens or extractor.max_tokens or options.expected_max_tokens,
     ) as permit:
         if meter.on_start is not None:
-            meter.on_start(
-                CallRecord(
-                    provider=extractor.provider,
-                    model=extractor.model,
-                    attempt=attempt,
-                    outcome=CallOutcome.STARTED,
-                    latency_ms=0,
-                    usage=Usage(),
-                    cost_usd=None,  # unknown until the answer comes
-                    page_indexes=page_indexes,
-                    call_id=call_id,
-                )
-            )
-        # Timed after the permit: latency is the provider's, not our own throttling.
+            meter.on_start(header)
+        # Priced with the prices in force when the call ran; timed after the permit: latency
+        # is the provider's, not our own throttling.
+        ran_at = datetime.now(UTC)
         started = time.perf_counter()
-        reply = _call(extractor, request, meter, page_indexes, attempt, started, call_id)
+        try:
+            with metrics.call_in_flight(extractor.provider):
+                reply = extractor.call(request)
+        except PipelineError as exc:
+            logs.bind(provider_request_id=exc.request_id)
+            meter.calls.append(_failed(header, exc, started))
+            if plan is not None and options.cost is not None:
+                options.cost.settle(plan, meter.calls[-1], None)
+            raise
+        logs.bind(provider_request_id=reply.request_id)
         permit.actual = reply.usage
-    return _record_reply(extractor, reply, prices, meter, page_indexes, attempt, started, call_id)
-
-
-def _call(
-    extractor: Extractor,
-    request: ExtractionRequest,
-    meter: Meter,
-    page_indexes: list[int],
-    attempt: int,
-    started: float,
-    call_id: uuid.UUID,
-) -> ProviderReply:
-    try:
-        with metrics.call_in_flight(extractor.provider):
-            reply = extractor.call(request)
-    except PipelineError as exc:
-        logs.bind(provider_request_id=exc.request_id)
-        meter.calls.append(
-            CallRecord(
-                provider=extractor.provider,
-                model=extractor.model,
-                attempt=attempt,
-                outcome=CallOutcome.ERROR,
-                latency_ms=_ms_since(started),
-                usage=Usage(),
-                # An error the provider answered with is not billed; a request sent and then
-                # lost (timeout, dropped connection) may be: unknown (NULL, unpriced), not 0.
-                cost_usd=None if exc.maybe_billed else Decimal(0),
-                request_id=exc.request_id,
-                error_category=exc.category.value,
-                error_message=exc.message,
-                page_indexes=page_indexes,
-                call_id=call_id,
-            )
-        )
-        raise
-    logs.bind(provider_request_id=reply.request_id)
+    record = _answered(header, reply, prices, ran_at, started)
+    meter.calls.append(record)
+    if plan is not None and options.cost is not None:
+        options.cost.settle(plan, record, reply)
     return reply
 
 
-def _record_reply(
-    extractor: Extractor,
-    reply: ProviderReply,
-    prices: PriceTable,
-    meter: Meter,
-    page_indexes: list[int],
-    attempt: int,
-    started: float,
-    call_id: uuid.UUID,
-) -> ProviderReply:
-    cost = prices.cost(extractor.provider, extractor.model, reply.usage)
-    meter.calls.append(
-        CallRecord(
-            provider=extractor.provider,
-            model=extractor.model,
-            attempt=attempt,
-            outcome=CallOutcome.TRUNCATED if reply.truncated else CallOutcome.OK,
-            latency_ms=_ms_since(started),
-            usage=reply.usage,
-            cost_usd=cost,
-            request_id=reply.request_id,
-            stop_reason=reply.stop_reason,
-            page_indexes=page_indexes,
-            call_id=call_id,
-        )
+def _failed(header: CallRecord, exc: PipelineError, started: float) -> CallRecord:
+    return dataclasses.replace(
+        header,
+        outcome=CallOutcome.ERROR,
+        latency_ms=_ms_since(started),
+        # An error the provider answered with is not billed; a request sent and then lost
+        # (timeout, dropped connection) may be: unknown (NULL, unpriced), not 0.
+        cost_usd=None if exc.maybe_billed else Decimal(0),
+        request_id=exc.request_id,
+        error_category=exc.category.value,
+        error_message=exc.message,
+        savings=Savings(),
+        budget_ledger_ids=list(header.budget_ledger_ids),
+    )
+
+
+def _answered(
+    header: CallRecord, reply: ProviderReply, prices: PriceTable, ran_at: datetime, started: float
+) -> CallRecord:
+    cost = prices.cost(header.provider, header.model, reply.usage, ran_at)
+    record = dataclasses.replace(
+        header,
+        outcome=CallOutcome.TRUNCATED if reply.truncated else CallOutcome.OK,
+        latency_ms=_ms_since(started),
+        usage=reply.usage,
+        cost_usd=cost,
+        request_id=reply.request_id,
+        stop_reason=reply.stop_reason,
+        savings=Savings(),
+        budget_ledger_ids=list(header.budget_ledger_ids),
     )
     if cost is None:
-        meter.calls[-1].error_message = f"no price for model {extractor.model!r}: cost unknown"
-    return reply
+        record.error_message = f"no price for model {header.model!r}: cost unknown"
+    return record
 
 
 def _ms_since(started: float) -> int:
@@ -189,16 +198,22 @@ def _extract_chunk(
     prices: PriceTable,
     meter: Meter,
     options: ExtractOptions,
+    purpose: CallPurpose = CallPurpose.EXTRACT,
 ) -> _Record:
     """One validated record for these pages, re-asking with the errors when output is invalid."""
     indexes = [p.index for p in pages]
+    if options.cost is not None:
+        cached = options.cost.cached_chunk(extractor, schema, pages, meter)
+        if cached is not None:
+            return _Record(cached, {}, [])  # a model's checked answer: no rule confidences
+    first_call = len(meter.calls)
     request = ExtractionRequest(
         schema=schema, pages=pages, renderer=renderer, max_tokens=options.max_tokens
     )
     reasks = 0
     grown = False
     while True:
-        reply = _metered_call(extractor, request, prices, meter, indexes, options)
+        reply = _metered_call(extractor, request, prices, meter, indexes, options, purpose)
         if reply.truncated:
             meter.calls[-1].error_category = ErrorCategory.TRUNCATED_OUTPUT.value
             meter.calls[-1].error_message = "output hit the token limit; not used"
@@ -219,10 +234,14 @@ def _extract_chunk(
                 )
             request.max_tokens = min(current * 2, options.max_tokens_ceiling)
             grown = True
+            purpose = CallPurpose.RETRY_TRUNCATED
             continue
         checked = validate(schema, reply.data)
         if checked.ok:
-            return _Record(checked.data(), dict(reply.confidence), list(reply.notes))
+            data = checked.data()
+            if options.cost is not None:
+                options.cost.chunk_done(extractor, schema, pages, data, meter, first_call)
+            return _Record(data, dict(reply.confidence), list(reply.notes))
         problems = ([reply.problem] if reply.problem else []) + checked.errors
         last = meter.calls[-1]
         last.outcome = CallOutcome.INVALID_OUTPUT
@@ -236,6 +255,7 @@ def _extract_chunk(
             )
         reasks += 1
         request.feedback = feedback_for(problems)
+        purpose = CallPurpose.REASK
 
 
 def merge_chunks(schema: SchemaSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -433,7 +453,7 @@ def recheck(
         ),
         max_tokens=options.max_tokens,
     )
-    reply = _metered_call(extractor, request, prices, meter, pages, options)
+    reply = _metered_call(extractor, request, prices, meter, pages, options, CallPurpose.RECHECK)
     checked = validate(schema, reply.data)
     if reply.truncated or not checked.ok:
         last = meter.calls[-1]

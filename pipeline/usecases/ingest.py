@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import storage
+from pipeline.cost.config import metadata_priority
 from pipeline.db import repository as repo
 from pipeline.db.session import transaction
 from pipeline.domain import ObjectRef
@@ -27,6 +28,7 @@ def ingest_object(
     provider: str | None,
     enqueue: Callable[[int], object],
     rejection: PermanentError | None = None,
+    priority: str = "standard",
 ) -> tuple[int, bool]:
     """Register the object version and enqueue it; a duplicate event enqueues nothing.
 
@@ -35,7 +37,7 @@ def ingest_object(
     that can never be processed (`rejection`) is registered failed, with a dead letter.
     """
     with transaction(sessions) as session:
-        document_id, created = repo.register_document(session, ref, schema_name, provider)
+        document_id, created = repo.register_document(session, ref, schema_name, provider, priority)
     if not created:
         log.info("duplicate event for document %s ignored", document_id)
     elif rejection is not None:
@@ -73,6 +75,9 @@ def ingest_event_object(
         schema_name = schema_for(ref, routes, metadata, default_schema)
     except PermanentError as exc:
         schema_name, rejection = default_schema, exc
+    # x-amz-meta-pagemill-priority: batch marks an upload not urgent (key prefixes can too:
+    # PAGEMILL_BATCH_ROUTES, applied when the document is extracted).
+    priority = metadata_priority(metadata) or "standard"
     return ingest_object(
         sessions,
         ref,
@@ -80,4 +85,5 @@ def ingest_event_object(
         provider=provider,
         enqueue=enqueue,
         rejection=rejection,
+        priority=priority,
     )

@@ -16,6 +16,7 @@ the write is retried (`patiently`), up to the task's soft time limit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline import ocr, storage
+from pipeline.cost.hooks import DocumentBudgetSpent, Waiting
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
 from pipeline.db.models import Document
@@ -56,6 +58,9 @@ from pipeline.usecases.einvoice import extractor_for_source
 from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
 from pipeline.usecases.verify import ChunkedPages, verify
 
+if TYPE_CHECKING:
+    from pipeline.cost.control import CostServices, DocumentCost
+
 log = logging.getLogger(__name__)
 
 _STORE_BATCH = 16  # pages per transaction in the prepare stage: bounded memory, few commits
@@ -71,6 +76,9 @@ class Collaborators:
     prices: PriceTable
     settings: Settings
     limiter: RateLimiter = field(default_factory=NoRateLimiter)
+    # Budgets, caps, page cache, cascade, prompt caching, batch and failover (pipeline/cost);
+    # None: every call is made as asked.
+    cost: CostServices | None = None
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -249,6 +257,8 @@ def extract_document(
         deadline,
         eager=(claimed.page_count or 0) > settings.pages_per_call,
     )
+    options = options_from(settings, deps.limiter)
+    cost: DocumentCost | None = None
     try:
         extractor = deps.extractor_for(claimed.provider)
         page_count = claimed.page_count or 0
@@ -266,6 +276,19 @@ def extract_document(
                     loaded.extend(pages)  # one chunk: grounding reuses it, no second read
                 yield pages
 
+        if deps.cost is not None:
+            cost = deps.cost.for_document(
+                document_id,
+                claimed.schema,
+                page_count,
+                deps.extractor_for,
+                lambda: _load_chunks(deps, document_id, page_count, size),
+            )
+            extractor = cost.first_extractor(extractor)
+            meter.on_start = cost.start_call
+            cost.checkpoints = checkpoints  # the cascade re-extracts on top of them
+            options = dataclasses.replace(options, cost=cost)
+
         result = extract_pages(
             extractor,
             claimed.schema,
@@ -273,7 +296,7 @@ def extract_document(
             renderer,
             deps.prices,
             meter,
-            options_from(settings, deps.limiter),
+            options,
             checkpoints,
         )
         words_only: list[PageContent] | ChunkedPages
@@ -297,8 +320,14 @@ def extract_document(
             words_only,
             renderer,
             meter,
+            options,
             deadline=deadline,
         )
+    except Waiting as waiting:
+        _hold(deps, document_id, meter, waiting, owner)
+        return None
+    except DocumentBudgetSpent as spent:
+        return _over_budget(deps, document_id, claimed, extractor, meter, spent)
     except TransientError as exc:
         checkpoints.flush()  # what was paid for stays, whatever failed after it
         _give_back(deps, document_id, meter, exc)
@@ -311,6 +340,16 @@ def extract_document(
         return DocumentStatus.FAILED
     finally:
         renderer.close()
+
+
+def _load_chunks(
+    deps: Collaborators, document_id: int, page_count: int, size: int
+) -> Iterator[list[PageContent]]:
+    """The stored pages again, chunk by chunk (the cascade re-reads the pages it escalates)."""
+    for start in range(0, page_count, size):
+        with deps.sessions() as session:
+            pages = repo.load_pages(session, document_id, start, start + size)
+        yield pages
 
 
 _DEADLINE_MARGIN_S = 15.0
@@ -414,33 +453,62 @@ def check_result(
     meter: Meter,
     options: ExtractOptions,
 ) -> ExtractionResult:
-    """Rules and grounding, with one bounded re-check of fields that break a rule; sets the
-    result's grounding and review reasons."""
+    """Rules and grounding; a cascade's stronger model for pages that fail them, then one bounded
+    re-check of fields that break a rule; sets the result's grounding and review reasons."""
     assert result.data is not None
     verdict = verify(schema, result.data, pages, confidence=result.confidence, notes=result.notes)
-    if verdict.failures and extractor.can_reask and options.max_rechecks > 0:
-        result.data = recheck(
-            extractor,
-            schema,
-            result.data,
-            verdict.failures,
-            verdict.grounding,
-            len(pages),
-            renderer,
-            prices,
-            meter,
-            options,
-        )
-        verdict = verify(schema, result.data, pages, notes=result.notes)
+    cost = options.cost if _is_document_cost(options.cost) else None
+    spent: DocumentBudgetSpent | None = None
+    try:
+        if cost is not None and (verdict.failures or verdict.ungrounded):
+            escalated = cost.escalate(
+                extractor,
+                result,
+                verdict.failures,
+                verdict.grounding,
+                verdict.ungrounded,
+                renderer,
+                meter,
+                options,
+            )
+            if escalated is not None:
+                result, extractor = escalated
+                assert result.data is not None
+                # The stronger model's answer: the rules' own confidences no longer apply.
+                verdict = verify(schema, result.data, pages, notes=result.notes)
+        settled = cost is not None and cost.settled  # a checked answer from the page cache
+        if verdict.failures and extractor.can_reask and options.max_rechecks > 0 and not settled:
+            assert result.data is not None
+            result.data = recheck(
+                extractor,
+                schema,
+                result.data,
+                verdict.failures,
+                verdict.grounding,
+                len(pages),
+                renderer,
+                prices,
+                meter,
+                options,
+            )
+            verdict = verify(schema, result.data, pages, notes=result.notes)
+    except DocumentBudgetSpent as exc:
+        spent = exc  # keep the answer as it stands; a human looks at it
     result.grounding = verdict.grounding
+    assert result.data is not None
     if isinstance(extractor, ReviewsItsResult):
-        result.review_reasons = extractor.review_reasons(
-            result.data, verdict.failures, verdict.ungrounded
-        )
+        reasons = extractor.review_reasons(result.data, verdict.failures, verdict.ungrounded)
     else:
-        result.review_reasons = verdict.reasons
+        reasons = verdict.reasons
+    result.review_reasons = reasons + ([spent.reason] if spent else [])
     result.calls = list(meter.calls)
     return result
+
+
+def _is_document_cost(hooks: object) -> TypeGuard[DocumentCost]:
+    from pipeline.cost.control import DocumentCost
+
+    return isinstance(hooks, DocumentCost)
 
 
 def _finish(
@@ -452,19 +520,16 @@ def _finish(
     pages: list[PageContent] | ChunkedPages,
     renderer: Any,
     meter: Meter,
+    options: ExtractOptions | None = None,
     *,
     deadline: float | None = None,
 ) -> DocumentStatus:
+    options = options or options_from(deps.settings, deps.limiter)
     result = check_result(
-        extractor,
-        claimed.schema,
-        result,
-        pages,
-        renderer,
-        deps.prices,
-        meter,
-        options_from(deps.settings, deps.limiter),
+        extractor, claimed.schema, result, pages, renderer, deps.prices, meter, options
     )
+    if _is_document_cost(options.cost):
+        options.cost.document_done(result, meter)
     reasons = list(result.review_reasons)
 
     def store(session: Session) -> DocumentStatus:
@@ -513,6 +578,49 @@ class SourceRenderer:
     def close(self) -> None:
         if self._source is not None:
             self._source.close()
+
+
+def _hold(
+    deps: Collaborators, document_id: int, meter: Meter, waiting: Waiting, owner: str | None
+) -> None:
+    """Nothing failed: the document waits (visible as `waiting.reason`) and resumes by itself."""
+    from pipeline.cost.waiting import hold
+
+    with transaction(deps.sessions) as session:
+        repo.record_calls(session, document_id, meter.calls)
+        hold(session, document_id, waiting, owner)
+    log.info("document %s waits (%s): %s", document_id, waiting.reason, waiting.message)
+
+
+def _over_budget(
+    deps: Collaborators,
+    document_id: int,
+    claimed: Claimed,
+    extractor: Extractor,
+    meter: Meter,
+    spent: DocumentBudgetSpent,
+) -> DocumentStatus:
+    """The document's own budget ran out before it had an answer: no more calls; a human
+    looks at it (review), with the reason."""
+    result = ExtractionResult(
+        schema_name=claimed.schema.name,
+        schema_version=claimed.schema.version,
+        provider=extractor.provider,
+        model=extractor.model,
+        data=None,
+        valid=False,
+        errors=[spent.reason],
+        calls=list(meter.calls),
+        review_reasons=[spent.reason],
+    )
+    with transaction(deps.sessions) as session:
+        repo.record_calls(session, document_id, meter.calls)
+        repo.save_extraction(session, document_id, result)
+        repo.finish_document(
+            session, document_id, DocumentStatus.NEEDS_REVIEW, pages=PageStatus.EXTRACTED
+        )
+    log.info("document %s needs review: %s", document_id, spent.reason)
+    return DocumentStatus.NEEDS_REVIEW
 
 
 def _give_back(deps: Collaborators, document_id: int, meter: Meter, exc: TransientError) -> None:

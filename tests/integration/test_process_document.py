@@ -40,6 +40,9 @@ def test_anthropic_result_and_cost_rows(
         }
     )
     deps = replace(deps, prices=prices)
+    fake_model_server.script(
+        reply(usage={"cache_creation_input_tokens": 700, "cache_read_input_tokens": 300})
+    )
     doc_id = upload(deps, bucket_with_queue.bucket, "in/a b.pdf", render_pdf(invoice), "anthropic")
 
     assert process_document(deps, doc_id) is DocumentStatus.DONE
@@ -59,8 +62,8 @@ def test_anthropic_result_and_cost_rows(
     assert row.invoice_number == invoice.invoice_number and row.total == invoice.total
     [call] = calls(deps, doc_id)
     assert call.outcome == "ok" and call.request_id and call.input_tokens > 0
-    # The fake server reports a cache write on a prompt's first call (FakeModelServer).
-    assert call.cache_creation_input_tokens > 0
+    # Scripted: the answer reports prompt-cache writes and reads too.
+    assert (call.cache_creation_input_tokens, call.cache_read_input_tokens) == (700, 300)
     expected = (
         Decimal(
             call.input_tokens * 1

@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 that speaks enough of two model APIs to drive the real SDKs.
 
 * Anthropic Messages API: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``
-  (point ``anthropic.Anthropic(base_url=server.anthropic_base_url)`` at it).
+  (point ``anthropic.Anthropic(base_url=server.anthropic_base_url)`` at it), and the Message
+  Batches API: ``POST /v1/messages/batches``, ``GET /v1/messages/batches[/{id}[/results]]``,
+  ``POST /v1/messages/batches/{id}/cancel``, shaped as the real API (results are JSONL in a
+  shuffled order, matched by ``custom_id``; types ``succeeded|errored|canceled|expired``).
 * OpenAI Chat Completions API: ``POST /v1/chat/completions``
   (point ``openai.OpenAI(base_url=server.openai_base_url)`` at it).
 
@@ -14,9 +17,17 @@ tests (all state changes are thread-safe):
   (OpenAI) built from ``server.fields`` (default: an invoice that validates against
   ``pipeline.schemas.invoice``), with usage derived from the request: input tokens ≈ image
   pixels / 750 (784 for OpenAI-style servers, Qwen2-VL's 28 × 28 px) + text length / 4; output
-  tokens ≈ len(json) / 4. A request that marks ``cache_control`` is split into a cache write the
-  first time its prefix (tools + system) is seen and a cache read afterwards; OpenAI-style
-  requests get automatic prefix caching of their system messages (``cached_tokens``);
+  tokens ≈ len(json) / 4. Anthropic images are first scaled down as the API does (long edge at
+  most 1568 px, at most ~1,600 tokens). A request that marks ``cache_control`` is split into a
+  cache write the first time its prefix (tools + system) is seen and a cache read afterwards,
+  when the prefix is at least ``server.cache_min_tokens`` (an int, or a mapping of model id
+  prefix to minimum, as the real minimums differ by model); OpenAI-style requests get automatic
+  prefix caching of their system messages (``cached_tokens``);
+* batches end when ``server.batch_processing_s`` has passed since they were created (0: at the
+  first retrieve), or at ``server.end_batches()`` while ``server.hold_batches`` is set; each
+  request's outcome is the next of ``server.script_batch(...)`` (``batch_expired()``,
+  ``batch_canceled()``, ``batch_errored(type)``, or any ``reply(...)``), else a normal answer
+  with ``service_tier: "batch"``;
 * ``server.script(...)`` queues responses consumed in order by model calls (not by
   ``count_tokens``): errors in each API's error JSON shape with any headers (``retry-after``,
   ``retry-after-ms``, ``x-should-retry``), ``max_tokens`` stops, malformed replies, dropped
@@ -56,7 +67,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-Api = Literal["anthropic", "openai", "count_tokens", "unknown"]
+Api = Literal["anthropic", "openai", "count_tokens", "batches", "batch_item", "unknown"]
 ModelApi = Literal["anthropic", "openai"]
 
 # What a scripted reply does. "ok" is a normal answer; the others inject one fault.
@@ -75,6 +86,9 @@ ReplyKind = Literal[
     "error",  # an HTTP error status with the API's error JSON
     "raw",  # send `body` as given
     "drop",  # close the connection without answering
+    "batch_errored",  # a batch entry that errored (error_type says how)
+    "batch_expired",  # a batch entry that expired before it was processed
+    "batch_canceled",  # a batch entry canceled before it was processed
 ]
 
 DEFAULT_INVOICE: dict[str, Any] = {
@@ -151,6 +165,7 @@ class Scripted:
     error_code: str | None = None  # Anthropic error.details.error_code for "error"
     latency: float | None = None  # overrides server.latency for this answer
     api: ModelApi | None = None  # only consumed by requests to this API (None: either)
+    usage: Mapping[str, Any] | None = None  # overrides fields of the reply's usage
 
 
 def reply(
@@ -162,8 +177,10 @@ def reply(
     headers: Mapping[str, str] | None = None,
     latency: float | None = None,
     api: ModelApi | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> Scripted:
-    """A scripted answer of the given kind (see `ReplyKind`)."""
+    """A scripted answer of the given kind (see `ReplyKind`); `usage` overrides fields of the
+    usage the server would report (e.g. cache tokens)."""
     return Scripted(
         kind=kind,
         status=status,
@@ -172,6 +189,7 @@ def reply(
         fields=fields,
         latency=latency,
         api=api,
+        usage=dict(usage) if usage is not None else None,
     )
 
 
@@ -208,6 +226,21 @@ def error(
         latency=latency,
         api=api,
     )
+
+
+def batch_errored(error_type: str = "overloaded_error", message: str | None = None) -> Scripted:
+    """A batch entry's outcome: errored with this error type (e.g. invalid_request_error)."""
+    return Scripted(kind="batch_errored", error_type=error_type, message=message)
+
+
+def batch_expired() -> Scripted:
+    """A batch entry's outcome: expired (the batch ran past its 24 hours)."""
+    return Scripted(kind="batch_expired")
+
+
+def batch_canceled() -> Scripted:
+    """A batch entry's outcome: canceled before it was processed."""
+    return Scripted(kind="batch_canceled")
 
 
 def drop_connection(*, latency: float | None = None, api: ModelApi | None = None) -> Scripted:
@@ -260,6 +293,16 @@ class RecordedRequest:
     def cache_control_markers(self) -> list[str]:
         """Where `cache_control` appears: "tools[0]", "system[0]", "messages[0].content[2]"…"""
         return list(_find_cache_control(self.body, ""))
+
+
+@dataclass(slots=True)
+class _FakeBatch:
+    id: str
+    requests: list[tuple[str, dict[str, Any]]]
+    created_at: float  # time.time()
+    results: list[dict[str, Any]] | None = None  # set when the batch ends
+    ended_at: float | None = None
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,12 +424,37 @@ class FakeModelServer:
         self._fault_retry_after: float | None = initial.fault_retry_after
         self._rng = random.Random(initial.seed)
         self.responder: Callable[[RecordedRequest], Scripted | None] | None = None
-        self.cache_min_tokens = 0  # prefixes shorter than this are never cached
+        # Prefixes shorter than this are never cached: an int, or {model id prefix: minimum}.
+        self.cache_min_tokens: int | Mapping[str, int] = 0
+        self._batches: dict[str, _FakeBatch] = {}
+        self._batch_script: list[Scripted] = []
+        self.batch_processing_s = 0.0
+        self.hold_batches = False
 
     def script(self, *responses: Scripted) -> None:
         """Queue answers for the next model calls, in order (each is used once)."""
         with self._lock:
             self._queue.extend(responses)
+
+    def script_batch(self, *outcomes: Scripted) -> None:
+        """Queue outcomes for the next batch entries, in submission order (each used once)."""
+        with self._lock:
+            self._batch_script.extend(outcomes)
+
+    def end_batches(self) -> int:
+        """End every batch still in progress now (with `hold_batches`); how many ended."""
+        with self._lock:
+            open_ = [b for b in self._batches.values() if b.results is None]
+        for batch in open_:
+            self._end_batch(batch)
+        return len(open_)
+
+    @property
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch as the API shows it."""
+        with self._lock:
+            found = list(self._batches.values())
+        return [self._batch_json(b) for b in found]
 
     @property
     def pending_scripts(self) -> int:
@@ -545,9 +613,19 @@ class FakeModelServer:
             return True
         return not self._stopping.wait(seconds)
 
-    def _cache_split(self, key_material: Any, prefix_tokens: int) -> bool:
+    def _cache_min(self, model: str | None) -> int:
+        minimum = self.cache_min_tokens
+        if isinstance(minimum, int):
+            return minimum
+        best = ""
+        for prefix in minimum:
+            if (model or "").startswith(prefix) and len(prefix) > len(best):
+                best = prefix
+        return minimum.get(best, 0) if best else 0
+
+    def _cache_split(self, key_material: Any, prefix_tokens: int, model: str | None) -> bool:
         """True when this prefix was seen before (a cache hit); remembers it either way."""
-        if prefix_tokens < self.cache_min_tokens:
+        if prefix_tokens < self._cache_min(model):
             return False
         key = hashlib.sha256(
             json.dumps(key_material, sort_keys=True, default=str).encode()
@@ -557,6 +635,174 @@ class FakeModelServer:
             self._cache_seen.add(key)
         return hit
 
+    # --- Message Batches -------------------------------------------------------------------
+
+    def _create_batch(self, request: RecordedRequest) -> tuple[int, Any]:
+        body = request.body if isinstance(request.body, dict) else {}
+        entries = body.get("requests")
+        if not isinstance(entries, list) or not entries:
+            return 400, _error_body(
+                "anthropic",
+                error(400, message="requests: at least one request"),
+                request.request_id,
+            )
+        requests: list[tuple[str, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for entry in entries:
+            cid = entry.get("custom_id") if isinstance(entry, dict) else None
+            params = entry.get("params") if isinstance(entry, dict) else None
+            valid_id = isinstance(cid, str) and 0 < len(cid) <= 64
+            valid_id = valid_id and all(c.isalnum() or c in "_-" for c in str(cid))
+            if not valid_id or not isinstance(params, dict) or cid in seen:
+                message = f"requests: bad or duplicate custom_id {cid!r}"
+                return 400, _error_body(
+                    "anthropic", error(400, message=message), request.request_id
+                )
+            seen.add(str(cid))
+            requests.append((str(cid), params))
+        batch = _FakeBatch(
+            id=f"msgbatch_{uuid.uuid4().hex[:24]}", requests=requests, created_at=time.time()
+        )
+        with self._lock:
+            self._batches[batch.id] = batch
+        for cid, params in requests:
+            # Each entry is recorded like a request, so tests can see what was sent.
+            self._record(
+                "batch_item", "POST", f"batch:{batch.id}:{cid}", {}, json.dumps(params).encode()
+            )
+        return 200, self._batch_json(batch)
+
+    def _batch(self, batch_id: str) -> _FakeBatch | None:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            return None
+        due = time.time() >= batch.created_at + self.batch_processing_s
+        if batch.results is None and (batch.cancel_requested or (due and not self.hold_batches)):
+            self._end_batch(batch)
+        return batch
+
+    def _end_batch(self, batch: _FakeBatch) -> None:
+        results = []
+        for cid, params in batch.requests:
+            with self._lock:
+                scripted = self._batch_script.pop(0) if self._batch_script else None
+                responder = self.responder
+            fake_request = RecordedRequest(
+                seq=0,
+                api="anthropic",
+                method="POST",
+                path="/v1/messages",
+                headers={},
+                body=params,
+                raw_size=0,
+                request_id=f"req_batch_{cid}",
+                auth=None,
+                received_at=time.monotonic(),
+            )
+            if scripted is None and batch.cancel_requested:
+                scripted = batch_canceled()
+            if scripted is None and responder is not None:
+                scripted = responder(fake_request)
+            scripted = scripted or Scripted()
+            if scripted.kind == "batch_expired":
+                result: dict[str, Any] = {"type": "expired"}
+            elif scripted.kind == "batch_canceled":
+                result = {"type": "canceled"}
+            elif scripted.kind in ("batch_errored", "error"):
+                error_type = scripted.error_type or ANTHROPIC_ERROR_TYPES.get(
+                    scripted.status, "api_error"
+                )
+                result = {
+                    "type": "errored",
+                    "error": {
+                        "type": "error",
+                        "error": {"type": error_type, "message": scripted.message or "fake error"},
+                        "request_id": None,
+                    },
+                }
+            else:
+                message = self._anthropic_body(fake_request, scripted)
+                if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                    message["usage"]["service_tier"] = "batch"
+                result = {"type": "succeeded", "message": message}
+            results.append({"custom_id": cid, "result": result})
+        with self._lock:
+            self._rng.shuffle(results)  # the real API returns results in no particular order
+            if batch.results is None:
+                batch.results = results
+                batch.ended_at = time.time()
+
+    def _batch_json(self, batch: _FakeBatch) -> dict[str, Any]:
+        def stamp(at: float | None) -> str | None:
+            if at is None:
+                return None
+            return (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1e6):06d}Z"
+            )
+
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if batch.results is None:
+            counts["processing"] = len(batch.requests)
+        else:
+            for line in batch.results:
+                counts[line["result"]["type"]] += 1
+        ended = batch.results is not None
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": "ended"
+            if ended
+            else ("canceling" if batch.cancel_requested else "in_progress"),
+            "request_counts": counts,
+            "created_at": stamp(batch.created_at),
+            "expires_at": stamp(batch.created_at + 24 * 3600),
+            "ended_at": stamp(batch.ended_at),
+            "archived_at": None,
+            "cancel_initiated_at": stamp(batch.created_at) if batch.cancel_requested else None,
+            "results_url": (
+                f"{self.base_url}/v1/messages/batches/{batch.id}/results" if ended else None
+            ),
+        }
+
+    def _batches_route(self, method: str, path: str, request: RecordedRequest) -> tuple[int, Any]:
+        """(status, body) for a Message Batches request; body bytes for results (JSONL)."""
+        parts = path.removeprefix("/v1/messages/batches").strip("/").split("/")
+        parts = [p for p in parts if p]
+        not_found = (
+            404,
+            _error_body("anthropic", error(404, message="no such batch"), request.request_id),
+        )
+        if method == "POST" and not parts:
+            return self._create_batch(request)
+        if method == "GET" and not parts:
+            with self._lock:
+                found = list(self._batches.values())
+            data = [self._batch_json(b) for b in reversed(found)]
+            return 200, {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        batch = self._batch(parts[0])
+        if batch is None:
+            return not_found
+        if method == "GET" and len(parts) == 1:
+            return 200, self._batch_json(batch)
+        if method == "POST" and parts[1:] == ["cancel"]:
+            batch.cancel_requested = True
+            return 200, self._batch_json(self._batch(batch.id) or batch)
+        if method == "GET" and parts[1:] == ["results"]:
+            if batch.results is None:
+                return 400, _error_body(
+                    "anthropic",
+                    error(400, message="batch has not ended; results are not available yet"),
+                    request.request_id,
+                )
+            return 200, "".join(json.dumps(line) + "\n" for line in batch.results).encode()
+        return not_found
+
     # --- Anthropic -------------------------------------------------------------------------
 
     def _anthropic_usage(self, body: dict[str, Any], output_text: str) -> dict[str, Any]:
@@ -565,10 +811,13 @@ class FakeModelServer:
         prefix_tokens = _text_tokens({"tools": tools, "system": system})
         rest_tokens = _text_tokens(body.get("messages")) + _image_tokens(body.get("messages"), 750)
         marked = bool(list(_find_cache_control({"tools": tools, "system": system}, "")))
+        model = body.get("model")
+        model = model if isinstance(model, str) else None
         creation = read = 0
-        if marked and self._cache_split({"tools": tools, "system": system}, prefix_tokens):
+        key = {"model": model, "tools": tools, "system": system}
+        if marked and self._cache_split(key, prefix_tokens, model):
             read = prefix_tokens
-        elif marked and prefix_tokens >= self.cache_min_tokens:
+        elif marked and prefix_tokens >= self._cache_min(model):
             creation = prefix_tokens
         else:
             rest_tokens += prefix_tokens
@@ -627,6 +876,8 @@ class FakeModelServer:
         }
         if kind == "no_usage":
             del message["usage"]
+        elif scripted.usage:
+            message["usage"].update(scripted.usage)
         return message
 
     def _anthropic_count_tokens(self, request: RecordedRequest) -> dict[str, Any]:
@@ -648,7 +899,8 @@ class FakeModelServer:
         others = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
         prefix_tokens = _text_tokens(system)
         prompt_tokens = max(1, prefix_tokens + _text_tokens(others) + _image_tokens(others, 784))
-        cached = prefix_tokens if system and self._cache_split(system, prefix_tokens) else 0
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        cached = prefix_tokens if system and self._cache_split(system, prefix_tokens, model) else 0
 
         text: str | None = json.dumps(fields)
         finish_reason = "stop"
@@ -802,8 +1054,17 @@ def _text_tokens(node: Any) -> int:
 
 def _image_tokens(node: Any, pixels_per_token: int) -> int:
     total = 0
-    for _, width, height, size in _walk_images(node):
-        total += math.ceil(width * height / pixels_per_token) if width else math.ceil(size / 100)
+    for _, raw_width, raw_height, size in _walk_images(node):
+        if not raw_width:
+            total += math.ceil(size / 100)
+            continue
+        width, height = raw_width, raw_height
+        if pixels_per_token == 750:
+            # Anthropic scales an image down (keeping its aspect ratio) to a long edge of at
+            # most 1568 px and at most ~1,600 tokens before counting it.
+            scale = min(1.0, 1568 / max(width, height), math.sqrt(1600 * 750 / (width * height)))
+            width, height = int(width * scale), int(height * scale)
+        total += math.ceil(width * height / pixels_per_token)
     return total
 
 
@@ -838,6 +1099,10 @@ class _Handler(BaseHTTPRequestHandler):
         return  # quiet; requests are recorded instead
 
     def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith("/v1/messages/batches"):
+            self._batches("GET", path, b"")
+            return
         if self.path.rstrip("/") in ("", "/health", "/healthz"):
             self._send_json(200, {"status": "ok"}, {})
         else:
@@ -851,6 +1116,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith("/v1/messages/batches"):
+            self._batches("POST", path, raw)
+            return
         api: Api
         if path == "/v1/messages":
             api = "anthropic"
@@ -907,6 +1175,21 @@ class _Handler(BaseHTTPRequestHandler):
             body = fake._openai_body(request, scripted)
         self._send_json(scripted.status, body, headers_out)
 
+    def _batches(self, method: str, path: str, raw: bytes) -> None:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        fake = self.fake
+        request = fake._record("batches", method, path, headers, raw)
+        base_headers = {"request-id": request.request_id}
+        if not fake._authorised(headers):
+            answer = error(401, message="invalid x-api-key")
+            self._send_json(401, _error_body("anthropic", answer, request.request_id), base_headers)
+            return
+        status, body = fake._batches_route(method, path, request)
+        if isinstance(body, bytes):
+            self._send_bytes(status, body, base_headers, content_type="application/binary")
+        else:
+            self._send_json(status, body, base_headers)
+
     def _send_json(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
         if isinstance(body, bytes):
             data = body
@@ -916,10 +1199,16 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps(body).encode()
         self._send_bytes(status, data, headers)
 
-    def _send_bytes(self, status: int, data: bytes, headers: Mapping[str, str]) -> None:
+    def _send_bytes(
+        self,
+        status: int,
+        data: bytes,
+        headers: Mapping[str, str],
+        content_type: str = "application/json",
+    ) -> None:
         try:
             self.send_response(status)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))
             for name, value in headers.items():
                 self.send_header(name, value)

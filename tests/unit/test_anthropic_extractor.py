@@ -112,13 +112,19 @@ def test_pages_become_image_blocks_followed_by_their_text_layer(
     assert [(w, h) for _, w, h in recorded.images()] == [(240, 340)] * 3
 
 
-def test_cache_control_marks_system_and_tool_and_caching_is_reported(
+def test_cache_control_marks_system_and_tool_only_when_asked_and_caching_is_reported(
     server: FakeModelServer, extractor: AnthropicExtractor
 ) -> None:
-    first = extractor.call(_request())
-    second = extractor.call(_request())
+    plain = extractor.call(_request())
+    assert server.last_request.cache_control_markers() == []
+    assert plain.usage.cache_creation_input_tokens == plain.usage.cache_read_input_tokens == 0
 
+    marked = _request()
+    marked.cache_prefix = True
+    first = extractor.call(marked)
     assert sorted(server.last_request.cache_control_markers()) == ["system[0]", "tools[0]"]
+    second = extractor.call(marked)
+
     assert first.usage.cache_creation_input_tokens > 0
     assert first.usage.cache_read_input_tokens == 0
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens

@@ -18,6 +18,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from pipeline import health
+from pipeline.cost.batch import CycleReport as BatchCycle
+from pipeline.cost.waiting import wake_documents
 from pipeline.health import HEALTH
 from pipeline.settings import get_settings
 from pipeline.usecases.recovery import reconcile, requeue_pending, sweep
@@ -135,3 +137,34 @@ def delete_old_payloads() -> int:
         HEALTH.down(health.DATABASE, str(exc))
         return 0
     return deleted
+
+
+def run_batch_cycle() -> BatchCycle:
+    """Submit queued batch requests in groups and collect ended batches (pipeline/cost/batch)."""
+    from pipeline.cost.batch import BatchRunner
+
+    deps = collaborators()
+    settings = deps.settings
+    runner = BatchRunner(
+        sessions=deps.sessions,
+        extractor_for=deps.extractor_for,
+        prices=deps.prices,
+        wake=lambda ids: wake_documents(deps.sessions, ids, enqueue_document),
+        max_requests=settings.batch_max_requests,
+        min_requests=settings.batch_min_requests,
+        max_wait_s=settings.batch_max_wait_s,
+        max_attempts=settings.batch_max_attempts,
+        recheck_s=settings.budget_recheck_s,
+    )
+    return runner.run_once()
+
+
+@app.task(name="pagemill.batches", queue=queues.MAINTENANCE, ignore_result=True)
+def batch_cycle() -> int:
+    """Every PAGEMILL_BATCH_POLL_INTERVAL_S: submit waiting batch requests, collect ended
+    batches. A database that is down is one line (the next run picks everything up)."""
+    try:
+        return run_batch_cycle().submitted
+    except DATABASE_ERRORS as exc:
+        HEALTH.down(health.DATABASE, str(exc))
+        return 0

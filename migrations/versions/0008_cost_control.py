@@ -137,7 +137,6 @@ def upgrade() -> None:
         op.add_column('vlm_calls', sa.Column(f'saved_{name}_usd', _MONEY, server_default='0', nullable=False))
     op.add_column('vlm_calls', sa.Column('budget_ledger_ids', postgresql.ARRAY(sa.BigInteger()), server_default='{}', nullable=False))
     op.create_check_constraint('ck_vlm_calls_purpose', 'vlm_calls', f"purpose IN ({_PURPOSES})")
-    op.create_index('ix_vlm_calls_created', 'vlm_calls', ['created_at'], unique=False)
 
     op.create_table('page_cache',
     sa.Column('key', sa.Text(), nullable=False),
@@ -243,7 +242,6 @@ def downgrade() -> None:
     op.drop_table('budget_ledger')
     op.drop_table('budget_caps')
     op.drop_table('page_cache')
-    op.drop_index('ix_vlm_calls_created', table_name='vlm_calls')
     op.drop_constraint('ck_vlm_calls_purpose', 'vlm_calls', type_='check')
     op.drop_column('vlm_calls', 'budget_ledger_ids')
     for name in ('prompt_cache', 'batch', 'cascade', 'page_cache'):

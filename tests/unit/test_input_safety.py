@@ -144,8 +144,10 @@ _GIANT_PAGE = textwrap.dedent(
 
 
 def test_a_20000_pt_page_is_too_large_and_costs_little_memory(tmp_path: object) -> None:
-    # A page 7 m wide without text: OCR at 300 dpi would need 6.9 Gpx. Measured in a process of
-    # its own, with the default settings: peak resident memory of the whole process.
+    # A page 7 m wide without text: OCR at 300 dpi would need 6.9 Gpx (20 GB as RGB). Measured in
+    # a process of its own, with the default settings: what the page adds to the peak resident
+    # memory the imports reached (PyMuPDF 2 pulls in onnxruntime: 130-330 MB depending on the
+    # machine, which is not what this test is about).
     path = f"{tmp_path}/giant.pdf"
     with open(path, "wb") as out:
         out.write(_blank_page_pdf(20_000, 20_000))
@@ -160,7 +162,7 @@ def test_a_20000_pt_page_is_too_large_and_costs_little_memory(tmp_path: object) 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"giant page: {result}")
     assert result["outcome"] == "too_large"
-    assert result["peak_kb"] < 500 * 1024
+    assert result["peak_kb"] - result["imports_kb"] < 200 * 1024
 
 
 def test_an_ocr_render_of_a_poster_page_is_made_coarser_to_fit() -> None:

@@ -16,6 +16,7 @@ from pipeline.domain import Word
 from pipeline.grounding.result import Location
 from pipeline.text.amounts import CENTS, amount_readings
 from pipeline.text.dates import MONTHS, date_readings
+from pipeline.text.instructions import addressed_to_model
 from pipeline.text.lines import group_line_indexes
 from pipeline.text.normalise import DIGIT_LOOKALIKES, alnum_parts, digits
 
@@ -42,12 +43,12 @@ class PageIndex:
     ) -> None:
         self.index = index
         self.label_patterns = label_patterns or {}
-        self.words = [w for w in words if w.text.strip()]
-        self.parts = [alnum_parts(w.text) for w in self.words]
-        self.keys = ["".join(p) for p in self.parts]
-        self.has_digit = [any(c.isdigit() for c in k) for k in self.keys]
-        self._heights = [max(w.y1 - w.y0, 1.0) for w in self.words]
-        self._group()
+        self._set_words([w for w in words if w.text.strip()])
+        addressed = self._addressed_to_model()
+        if addressed:
+            # A value printed inside an instruction to the model is what an obeying model
+            # would answer: it must not count as found on the page.
+            self._set_words([w for i, w in enumerate(self.words) if i not in addressed])
         self._successors: dict[int, tuple[int, ...]] = {}
         self._starts: dict[bool, dict[str, list[tuple[int, int]]]] = {}
         self._folded: list[str] | None = None
@@ -57,6 +58,23 @@ class PageIndex:
         self._amounts: dict[Decimal, list[Span]] | None = None
         self._dates: dict[date, list[Span]] | None = None
         self._labels: dict[str, list[int]] = {}
+
+    def _set_words(self, words: list[Word]) -> None:
+        self.words = words
+        self.parts = [alnum_parts(w.text) for w in words]
+        self.keys = ["".join(p) for p in self.parts]
+        self.has_digit = [any(c.isdigit() for c in k) for k in self.keys]
+        self._heights = [max(w.y1 - w.y0, 1.0) for w in words]
+        self._group()
+
+    def _addressed_to_model(self) -> set[int]:
+        """Words of the segments (cells, column runs) that speak to a model reading the page."""
+        return {
+            i
+            for seg in self.segments
+            if addressed_to_model(" ".join(self.words[i].text for i in seg.words))
+            for i in seg.words
+        }
 
     # geometry
 

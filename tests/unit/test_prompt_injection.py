@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import pymupdf
-import pytest
 from pydantic import SecretStr
 
 from pipeline.costing import load_price_table
@@ -94,11 +93,6 @@ def test_the_same_document_without_the_instruction_is_done(
     assert fake_model_server.request_count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (grounding, extract-rules): a value written in the injected sentence "
-    "itself is found on the page, so an obeyed vendor name counts as grounded",
-)
 def test_an_injected_vendor_name_is_caught(fake_model_server: FakeModelServer) -> None:
     invoice = make_invoice(62)
     fake_model_server.responder = _gullible(invoice, {"vendor_name": "ACME EVIL"})

@@ -453,6 +453,18 @@ class FaultStack:
         finally:
             client.close()
 
+    def queued_task_ids(self) -> set[str]:
+        """The Celery task ids of the messages waiting in the documents queues."""
+        client = self._broker()
+        try:
+            return {
+                json.loads(raw)["headers"]["id"]
+                for _, queue in document_tasks()
+                for raw in client.lrange(queue, 0, -1)
+            }
+        finally:
+            client.close()
+
     def _unacked_tags(self) -> set[bytes]:
         client = self._broker()
         try:

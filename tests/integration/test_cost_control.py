@@ -20,7 +20,7 @@ from pipeline.costing import load_price_table
 from pipeline.domain import DocumentStatus
 from pipeline.synthetic import make_invoice, render_pdf
 from pipeline.usecases.process import Collaborators
-from tests.support.cost_helpers import extraction, upload, with_cost
+from tests.support.cost_helpers import done_but_a_copy, extraction, upload, with_cost
 from tests.support.fake_model_server import FakeModelServer, RecordedRequest, Scripted, error, reply
 from tests.support.pipeline_helpers import calls, document, process_document
 from tests.support.s3_fixtures import BucketWithQueue
@@ -65,7 +65,7 @@ def test_a_re_upload_is_served_from_the_page_cache_at_cost_zero(
     requests_before = fake_model_server.count("anthropic")
 
     again = upload(deps, bucket_with_queue.bucket, "other-tenant/copy.pdf", pdf)
-    assert process_document(deps, again) is DocumentStatus.DONE
+    assert done_but_a_copy(deps, again, process_document(deps, again))
 
     assert fake_model_server.count("anthropic") == requests_before  # no model call at all
     [hit] = calls(deps, again)
@@ -82,10 +82,10 @@ def test_the_page_cache_can_be_switched_off_per_schema(
     deps = with_cost(deps, fake_model_server, page_cache_off="receipt, invoice")
     fake_model_server.responder = _answers([22])
     pdf = render_pdf(make_invoice(22))
-    for key in ("a.pdf", "b.pdf"):
-        assert process_document(deps, upload(deps, bucket_with_queue.bucket, key, pdf)) is (
-            DocumentStatus.DONE
-        )
+    first = upload(deps, bucket_with_queue.bucket, "a.pdf", pdf)
+    assert process_document(deps, first) is DocumentStatus.DONE
+    again = upload(deps, bucket_with_queue.bucket, "b.pdf", pdf)
+    assert done_but_a_copy(deps, again, process_document(deps, again))
     assert fake_model_server.count("anthropic") == 2
 
 
@@ -106,7 +106,9 @@ def test_a_re_upload_of_a_reviewed_document_needs_no_second_re_check(
     assert process_document(deps, again) is DocumentStatus.NEEDS_REVIEW
     [hit] = calls(deps, again)
     assert hit.purpose == "cache_hit" and hit.saved_page_cache_usd == paid
-    assert extraction(deps, again).review_reasons == extraction(deps, first).review_reasons
+    *checked, copy = extraction(deps, again).review_reasons
+    assert checked == extraction(deps, first).review_reasons
+    assert copy.startswith(f"possible duplicate of document {first} ")
 
 
 # --- the document's own budget ----------------------------------------------------------------
@@ -262,7 +264,7 @@ def test_estimates_are_stored_beside_the_actuals_and_reports_agree_with_the_view
         doc = upload(deps, bucket_with_queue.bucket, f"t{seed % 2}/{seed}.pdf", pdf)
         assert process_document(deps, doc) is DocumentStatus.DONE
     again = upload(deps, bucket_with_queue.bucket, "t9/copy.pdf", render_pdf(make_invoice(61)))
-    assert process_document(deps, again) is DocumentStatus.DONE
+    assert done_but_a_copy(deps, again, process_document(deps, again))
 
     for doc_calls in (calls(deps, d) for d in range(1, 5)):
         for call in doc_calls:

@@ -17,7 +17,7 @@ from pipeline.db import repository as repo
 from pipeline.db.cost_models import BatchRequest
 from pipeline.db.models import Document, Extraction
 from pipeline.db.session import transaction
-from pipeline.domain import ObjectRef
+from pipeline.domain import DocumentStatus, ObjectRef
 from pipeline.extractors import build_extractor
 from pipeline.extractors.base import Extractor
 from pipeline.usecases.process import Collaborators
@@ -95,6 +95,17 @@ def extraction(deps: Collaborators, document_id: int) -> Extraction:
         return session.execute(
             select(Extraction).where(Extraction.document_id == document_id)
         ).scalar_one()
+
+
+def done_but_a_copy(deps: Collaborators, document_id: int, status: DocumentStatus | None) -> bool:
+    """A second upload of an invoice already finished: right in every respect, and sent to
+    review for the one reason that it is a possible duplicate (pipeline.duplicates)."""
+    reasons = extraction(deps, document_id).review_reasons
+    return (
+        status is DocumentStatus.NEEDS_REVIEW
+        and bool(reasons)
+        and all(r.startswith("possible duplicate of document ") for r in reasons)
+    )
 
 
 def batch_requests(deps: Collaborators, document_id: int) -> list[BatchRequest]:

@@ -121,9 +121,11 @@ def _before_pool_start(instance: Any, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _in_pool_process(**_: Any) -> None:
-    # Prefork children. The solo pool sends this signal in the main process too, before beat
-    # forks: that case is left to worker_ready.
-    if os.getpid() != _main_process.get("pid"):
+    # Prefork children: forked after celeryd_after_setup, they inherit the main pid and differ
+    # from it. The solo pool sends this signal in the main process, before that pid is known
+    # and before beat forks: that case is left to worker_ready.
+    main = _main_process.get("pid")
+    if main is not None and os.getpid() != main:
         from workers.runtime import warm_up
 
         warm_up()

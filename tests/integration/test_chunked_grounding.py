@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 from pipeline.db import repository as repo
 from pipeline.db.models import Extraction
@@ -19,6 +21,39 @@ from tests.support.pipeline_helpers import process_document, upload
 from tests.support.s3_fixtures import BucketWithQueue
 
 pytestmark = pytest.mark.integration
+
+
+@dataclass
+class PageRead:
+    """One SELECT over the stored pages (page_payloads) that Postgres answered."""
+
+    columns: str  # the statement's select list
+    start: int
+    stop: int
+    rows: int  # rows the server returned for it
+
+
+@pytest.fixture
+def page_reads(engine: Engine) -> Iterator[list[PageRead]]:
+    """Every read of the stored pages through the test engine, as the driver executed it:
+    SQLAlchemy's cursor events on the real engine (nothing of pagemill's is replaced)."""
+    reads: list[PageRead] = []
+
+    def after(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        sql = " ".join(statement.split())
+        if not sql.upper().startswith("SELECT") or " page_payloads" not in sql:
+            return
+        assert isinstance(params, dict), params
+        if "start" not in params:
+            return  # a lookup that does not read page content (none is expected)
+        columns = sql[len("SELECT ") : sql.upper().index(" FROM ")]
+        reads.append(PageRead(columns, params["start"], params["stop"], cursor.rowcount))
+
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield reads
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
 
 
 def _stored_grounding(deps: Collaborators, doc_id: int) -> tuple[dict[str, Any], list[str]]:
@@ -35,7 +70,7 @@ def test_multi_chunk_document_is_grounded_chunk_by_chunk(
     deps: Collaborators,
     bucket_with_queue: BucketWithQueue,
     fake_model_server: FakeModelServer,
-    monkeypatch: pytest.MonkeyPatch,
+    page_reads: list[PageRead],
     wrong_total: bool,
 ) -> None:
     invoice = make_invoice(31, items=70)
@@ -54,20 +89,23 @@ def test_multi_chunk_document_is_grounded_chunk_by_chunk(
         answers = [{**a, "total": "1.00"} for a in answers]
     fake_model_server.fields = expected | ({"total": "1.00"} if wrong_total else {})
     fake_model_server.script(*(reply(fields=a) for a in answers))
-    ranges: list[tuple[int, int]] = []
-    load_pages = repo.load_pages
-
-    def spy(session: Any, document_id: int, start: int, stop: int, **kw: Any) -> Any:
-        ranges.append((start, stop))
-        return load_pages(session, document_id, start, stop, **kw)
-
-    monkeypatch.setattr(repo, "load_pages", spy)
     doc_id = upload(deps, bucket_with_queue.bucket, "long.pdf", pdf, "anthropic")
 
     status = process_document(deps, doc_id)
+    reads = list(page_reads)  # what processing read, before the checks below read more
 
-    # Never more than one chunk of pages read at a time, and never all four.
-    assert ranges and all(stop - start <= 1 for start, stop in ranges)
+    # Every read of stored pages asked Postgres for one chunk (one page) and got one page
+    # back: never two pages, let alone all four, in one statement.
+    assert reads
+    assert all(r.stop - r.start <= 1 and r.rows <= 1 for r in reads), reads
+    # Grounding read the words alone (no page images), every page of the document, and
+    # once per grounding pass: twice after a re-check.
+    words_only = [r for r in reads if "image" not in r.columns]
+    assert words_only and all("words" in r.columns for r in words_only), reads
+    passes = 2 if wrong_total else 1
+    assert sorted(r.start for r in words_only) == sorted([0, 1, 2, 3] * passes), words_only
+    assert all(r.rows == 1 for r in words_only)
+
     chunks = list(repo.iter_page_words(deps.sessions, doc_id, 0, 4, 1))
     assert [[p.index for p in c] for c in chunks] == [[0], [1], [2], [3]]
     with deps.sessions() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -13,6 +13,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from pipeline.domain import Word
+from pipeline.rules.invoice.document import Box, Candidate, Doc, PageWords, Reread
 from pipeline.rules.layout import below_words, is_header, right_words
 from pipeline.schemas import invoice_labels as L
 from pipeline.text.amounts import ParsedAmount, format_amount, parse_amount
@@ -20,50 +21,10 @@ from pipeline.text.currency import currency_of_token, is_currency_token, needs_a
 from pipeline.text.dates import find_dates
 from pipeline.text.identifiers import clean_identifier
 from pipeline.text.labels import LabelHit, LabelSpec, find_labels, is_filler
-from pipeline.text.lines import Line, Page, build_pages, page_text_height
+from pipeline.text.lines import Line, build_pages, page_text_height
 from pipeline.text.normalise import norm
 
-PageWords = tuple[Sequence[Word], float, float]  # words, width and height in points
-
 _TOLERANCE = Decimal("0.015")  # rounding slack when checking that amounts add up
-
-
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in points
-# Re-read a region of a page by OCR, optionally limited to some characters: (page, box,
-# charset) -> text. Only OCR'd pages have one; the rules call it when a value is garbled.
-Reread = Callable[[int, Box, str | None], str]
-
-
-@dataclass(slots=True)
-class Doc:
-    pages: list[Page]
-    lines: list[Line]
-    hits: dict[int, list[LabelHit]]
-    month_first: bool = False
-    text_height: float = 10.0
-    reread: Reread | None = None
-    # Field -> strength of the evidence for the value the rules chose, as a label priority
-    # (3: a specific label; 2: a generic one; below 1.5: position or a guess).
-    evidence: dict[str, float] = field(default_factory=dict)
-
-    def hits_of(self, *fields: str) -> list[LabelHit]:
-        return [h for line in self.lines for h in self.hits[line.index] if h.field in fields]
-
-    def page_of(self, line: Line) -> Page:
-        return self.pages[line.page]
-
-    def rel_y(self, line: Line) -> float:
-        page = self.page_of(line)
-        return line.y0 / page.height if page.height else 0.0
-
-
-@dataclass(slots=True)
-class Candidate:
-    value: Any
-    score: float
-    line: int  # line index in reading order
-    source: str = ""
-    where: tuple[int, Box] | None = None  # page and box the value was read from
 
 
 @dataclass(slots=True)
@@ -1558,3 +1519,23 @@ def _make_consistent(item: dict[str, Any]) -> None:
         unit = amount / qty
         if unit == unit.quantize(Decimal("0.0001")):
             item["unit_price"] = unit
+
+
+__all__ = [
+    "Amount",
+    "Box",
+    "Candidate",
+    "Doc",
+    "InvoiceFields",
+    "PageWords",
+    "Reread",
+    "amounts_in",
+    "analyse",
+    "extract_invoice",
+    "find_currency",
+    "find_invoice_dates",
+    "find_invoice_number",
+    "find_line_items",
+    "find_parties",
+    "find_totals",
+]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -13,6 +12,7 @@ from typing import Any
 
 from pipeline.domain import Word
 from pipeline.rules.invoice.analysis import analyse
+from pipeline.rules.invoice.currency import find_currency
 from pipeline.rules.invoice.dates import find_invoice_dates
 from pipeline.rules.invoice.document import Box, Candidate, Doc, PageWords, Reread
 from pipeline.rules.invoice.invoice_number import find_invoice_number
@@ -21,7 +21,6 @@ from pipeline.rules.invoice.values import Amount, amounts_in
 from pipeline.rules.layout import below_words, is_header
 from pipeline.schemas import invoice_labels as L
 from pipeline.text.amounts import format_amount, parse_amount
-from pipeline.text.currency import currency_of_token, needs_amount_nearby
 from pipeline.text.dates import find_dates
 from pipeline.text.labels import LabelHit, is_filler
 from pipeline.text.lines import Line
@@ -95,38 +94,6 @@ def _confidence(result: InvoiceFields, evidence: dict[str, float]) -> dict[str, 
         for name, strength in evidence.items()
         if values.get(name) is not None
     }
-
-
-# --- currency ------------------------------------------------------------------------------
-
-_CURRENCY_LABEL = re.compile(
-    r"(?<![a-z])(?:currency|wahrung|waehrung|devise|valuta|munt|betrage\s+in|amounts?\s+in"
-    r"|montants?\s+en|bedragen\s+in)(?![a-z])"
-)
-
-
-def find_currency(doc: Doc) -> str | None:
-    """The currency named most (and most credibly) on the pages; None when none is printed."""
-    votes: Counter[str] = Counter()
-    for line in doc.lines:
-        amount_at = {a.index for a in amounts_in(line.words)}
-        labelled = bool(_CURRENCY_LABEL.search(line.ntext))
-        for i, word in enumerate(line.words):
-            code = currency_of_token(word.text)
-            if code is None:
-                parsed = parse_amount(word.text)
-                code = parsed.currency if parsed else None
-            if code is None:
-                continue
-            near_amount = (i - 1) in amount_at or (i + 1) in amount_at or i in amount_at
-            if needs_amount_nearby(code) and not (near_amount or labelled):
-                continue
-            votes[code] += 1 + 2 * near_amount + 3 * labelled
-    if not votes:
-        return None
-    code, count = votes.most_common(1)[0]
-    doc.evidence["currency"] = 3.0 if count >= 3 else 1.5 + 0.5 * count
-    return code
 
 
 # --- parties -------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def make_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=30.0,
         task_default_queue=queues.PREPARE,
         task_queues=[Queue(name) for name in queues.CONSUMED],
+        task_routes=queues.ROUTES,
         task_time_limit=settings.task_time_limit_s,
         # The soft limit lets a task give its document back before the hard kill.
         task_soft_time_limit=settings.soft_time_limit_s,

@@ -93,7 +93,7 @@ def document_task(name: str, queue: str) -> Callable[[DocumentFn], Any]:
     only retry layer: the SDKs' own retries are off)."""
 
     def wrap(fn: DocumentFn) -> Any:
-        @app.task(name=name, bind=True, queue=queue, acks_late=True, max_retries=None)
+        @app.task(name=name, bind=True, acks_late=True, max_retries=None)
         @functools.wraps(fn)
         def run(self: Task[Any, Any], document_id: int) -> str:
             logs.bind(document_id=int(document_id), stage=queue)  # the task id: see workers.app

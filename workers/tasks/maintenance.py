@@ -25,7 +25,6 @@ from pipeline.settings import get_settings
 from pipeline.usecases.recovery import reconcile, requeue_pending, sweep
 from pipeline.usecases.retention import delete_expired_payloads
 from pipeline.usecases.waiting import resume_due
-from workers import queues
 from workers.app import app
 from workers.policy import DATABASE_ERRORS, dependencies_up
 from workers.runtime import collaborators
@@ -56,7 +55,7 @@ def remember_broker(client: redis.Redis) -> None:
     client.set(BROKER_MARKER, uuid.uuid4().hex)
 
 
-@app.task(name="pagemill.sweep", queue=queues.MAINTENANCE, ignore_result=True)
+@app.task(name="pagemill.sweep", ignore_result=True)
 def sweep_stuck() -> int:
     """Every PAGEMILL_SWEEP_INTERVAL_S: resume documents whose wait is over, re-enqueue the
     pending ones at once if the broker came back empty, and re-enqueue stuck work (pending
@@ -89,7 +88,7 @@ def sweep_stuck() -> int:
     return count
 
 
-@app.task(name="pagemill.reconcile", queue=queues.MAINTENANCE, ignore_result=True)
+@app.task(name="pagemill.reconcile", ignore_result=True)
 def reconcile_buckets() -> int:
     deps = collaborators()
     settings = get_settings()
@@ -108,7 +107,7 @@ def reconcile_buckets() -> int:
     return found
 
 
-@app.task(name="pagemill.ops_rollup", queue=queues.MAINTENANCE, ignore_result=True)
+@app.task(name="pagemill.ops_rollup", ignore_result=True)
 def ops_rollup() -> int:
     from pipeline.usecases.rollup import margins_for, roll_up
 
@@ -124,7 +123,7 @@ def ops_rollup() -> int:
     return run.chunks if run else 0
 
 
-@app.task(name="pagemill.retention", queue=queues.MAINTENANCE, ignore_result=True)
+@app.task(name="pagemill.retention", ignore_result=True)
 def delete_old_payloads() -> int:
     """Every PAGEMILL_RETENTION_INTERVAL_S: delete page images of documents final for longer
     than PAGEMILL_PAYLOAD_RETENTION_DAYS."""
@@ -159,7 +158,7 @@ def run_batch_cycle() -> BatchCycle:
     return runner.run_once()
 
 
-@app.task(name="pagemill.batches", queue=queues.MAINTENANCE, ignore_result=True)
+@app.task(name="pagemill.batches", ignore_result=True)
 def batch_cycle() -> int:
     """Every PAGEMILL_BATCH_POLL_INTERVAL_S: submit waiting batch requests, collect ended
     batches. A database that is down is one line (the next run picks everything up)."""

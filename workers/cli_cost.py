@@ -52,10 +52,9 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def _sessions() -> Any:
-    from workers.cli import _sessions as make
-    from workers.cli import _settings
+    from workers.cli.shared import session_factory, settings_or_exit
 
-    return make(_settings())
+    return session_factory(settings_or_exit())
 
 
 def _percent(part: Any, whole: Any) -> str:
@@ -273,9 +272,9 @@ def circuits() -> None:
     import redis
 
     from pipeline.cost.circuit import RedisCircuitBreaker
-    from workers.cli import _settings
+    from workers.cli.shared import settings_or_exit
 
-    settings = _settings()
+    settings = settings_or_exit()
     client = redis.Redis.from_url(settings.rate_limit_redis_url or settings.broker_url)
     found = RedisCircuitBreaker(client).states()
     if not found:

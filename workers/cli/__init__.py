@@ -1,4 +1,4 @@
-"""The `pagemill` command line: every command registered in the order `--help` lists it."""
+"""The `pagemill` command line: the app, with every command of this package registered in order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import typer
 
 from pipeline.settings import SettingsError
-from workers.cli import dead_letters, documents, extraction, operations, processes
+from workers.cli import costs, dead_letters, documents, extraction, operations, processes
 
 app = typer.Typer(
     help="pagemill: bucket events in, validated invoice rows and per-call cost in Postgres out.",
@@ -16,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# `--help` lists the commands in the order they are registered, then the groups (review, dlq,
+# budget): keep this order, or the help changes.
 app.command()(processes.migrate)
 app.command()(extraction.extract)
 app.command()(documents.results)
@@ -31,15 +33,10 @@ app.command("retention")(operations.retention_once)
 app.command("reconcile")(operations.reconcile_once)
 app.command()(processes.beat)
 app.command()(processes.demo)
-
-
-def _register_cost_commands() -> None:
-    from workers.cli_cost import register
-
-    register(app)
-
-
-_register_cost_commands()
+app.command("costs")(costs.costs)
+app.add_typer(costs.budget_app, name="budget")
+app.command("circuits")(costs.circuits)
+app.command("batches")(costs.batches)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cost.reports import AGGREGATES, CostRow, GroupBy, cost_report, money
+from workers.cli.shared import session_factory, settings_or_exit
 
 
 class Format(StrEnum):
@@ -52,8 +53,6 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def _sessions() -> Any:
-    from workers.cli.shared import session_factory, settings_or_exit
-
     return session_factory(settings_or_exit())
 
 
@@ -272,7 +271,6 @@ def circuits() -> None:
     import redis
 
     from pipeline.cost.circuit import RedisCircuitBreaker
-    from workers.cli.shared import settings_or_exit
 
     settings = settings_or_exit()
     client = redis.Redis.from_url(settings.rate_limit_redis_url or settings.broker_url)
@@ -301,10 +299,3 @@ def batches(
     with _sessions()() as session:
         counts = pending_count(session)
     typer.echo("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no batch requests")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("costs")(costs)
-    app.add_typer(budget_app, name="budget")
-    app.command("circuits")(circuits)
-    app.command("batches")(batches)

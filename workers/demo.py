@@ -110,7 +110,8 @@ def run_demo(settings: Settings, *, keep: bool = False, timeout_s: int = 300) ->
     if not keep:
         _stop(processes)
 
-    from workers.cli import OutputFormat, results
+    from workers.cli.documents import results
+    from workers.cli.shared import OutputFormat
 
     results(output_format=OutputFormat.TABLE, limit=len(documents), status=None, bucket=bucket)
     if done < len(documents):

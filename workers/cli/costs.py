@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cost.reports import AGGREGATES, CostRow, GroupBy, cost_report, money
+from workers.cli.shared import session_factory, settings_or_exit
 
 
 class Format(StrEnum):
@@ -52,10 +53,7 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def _sessions() -> Any:
-    from workers.cli import _sessions as make
-    from workers.cli import _settings
-
-    return make(_settings())
+    return session_factory(settings_or_exit())
 
 
 def _percent(part: Any, whole: Any) -> str:
@@ -273,9 +271,8 @@ def circuits() -> None:
     import redis
 
     from pipeline.cost.circuit import RedisCircuitBreaker
-    from workers.cli import _settings
 
-    settings = _settings()
+    settings = settings_or_exit()
     client = redis.Redis.from_url(settings.rate_limit_redis_url or settings.broker_url)
     found = RedisCircuitBreaker(client).states()
     if not found:
@@ -302,10 +299,3 @@ def batches(
     with _sessions()() as session:
         counts = pending_count(session)
     typer.echo("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no batch requests")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("costs")(costs)
-    app.add_typer(budget_app, name="budget")
-    app.command("circuits")(circuits)
-    app.command("batches")(batches)

@@ -43,15 +43,6 @@ def test_worker_concurrency_on_the_command_line_sizes_the_connection_pools(
     assert process.popen.returncode == 0, process.tail()
 
 
-UNRECOVERABLE_EXITS_0 = pytest.mark.xfail(
-    strict=True,
-    reason="workers/cli.py: Celery.start() drops the code of click's main(standalone_mode="
-    "False), so celery_app.start() returns None and `pagemill worker` exits 0 after an "
-    "Unrecoverable error",
-)
-
-
-@UNRECOVERABLE_EXITS_0
 def test_a_worker_stopped_by_an_unrecoverable_error_exits_1(
     redis_broker: str, tmp_path: Path
 ) -> None:

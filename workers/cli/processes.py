@@ -8,13 +8,17 @@ import logging
 import os
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 
 from pipeline.errors import PipelineError
 from pipeline.settings import Settings, get_settings
 from workers.cli.shared import die, settings_or_exit, setup_logging
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 def migrate(
@@ -88,7 +92,8 @@ def worker(
     from workers.beat import SCHEDULER
 
     size_broker_pool(celery_app, size)  # the app may have been built before the line above
-    code: object = celery_app.start(
+    code = _run_celery(
+        celery_app,
         [
             *_celery_quiet(settings),
             "worker",
@@ -100,12 +105,12 @@ def worker(
             "--without-mingle",
             # The schedule lives in memory (workers/beat.py): no state file is written.
             *(["--beat", f"--scheduler={SCHEDULER}"] if with_beat else []),
-        ]
+        ],
     )
     # Celery's exit code, passed on: a worker that stopped on an unrecoverable error (a broker
     # connection it could not restore) must not exit 0, or a supervisor with restart-on-failure
-    # would leave it down. (app.worker_main drops the code: the process always exited 0.)
-    raise typer.Exit(_worker_exit_code(code))
+    # would leave it down.
+    raise typer.Exit(code)
 
 
 def ingest(
@@ -207,10 +212,27 @@ def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> 
     atexit.register(held.release)  # a clean stop hands over at once, not after the TTL
     # Until Celery installs its own handlers, make SIGTERM an exit that runs atexit.
     signal.signal(signal.SIGTERM, _exit_on_term)
-    code: object = celery_app.start(
-        [*_celery_quiet(settings), "beat", f"--loglevel={loglevel}", f"--scheduler={SCHEDULER}"]
+    code = _run_celery(
+        celery_app,
+        [*_celery_quiet(settings), "beat", f"--loglevel={loglevel}", f"--scheduler={SCHEDULER}"],
     )
-    raise typer.Exit(_worker_exit_code(code))
+    raise typer.Exit(code)
+
+
+def _run_celery(celery_app: Celery, argv: list[str]) -> int:
+    """Celery's own command line on our app, and its exit code. `Celery.start` (and
+    `worker_main`) drop the code click returns: a worker stopped by an unrecoverable error
+    exited 0 through them."""
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = celery_app  # what Celery.start does, to find the app
+    try:
+        code: object = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        code = stop.exit_code
+    finally:
+        celery_command.params[0].default = None
+    return _worker_exit_code(code)
 
 
 def _worker_exit_code(code: object) -> int:

@@ -15,7 +15,7 @@ UV := $(TOOLS)/bin/uv
 # -q -q: errors only (pip warns about every configured index that does not answer).
 PIP := -m pip install -q -q --disable-pip-version-check
 PYTEST_ARGS ?=
-PY_SOURCES := pipeline workers tests migrations infra
+PY_SOURCES := pipeline workers tests migrations infra bench
 
 .PHONY: setup system-deps lock-check venv tools services demo test bench lint lint-infra ci \
 	lock lock-upgrade clean

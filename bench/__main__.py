@@ -19,8 +19,11 @@ from bench import cost, pages, stages, throughput
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="smaller runs (about two minutes)")
     parser.add_argument(
         "--skip", default="", help="comma-separated: pages, stages, cost, throughput"
@@ -43,9 +46,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_throughput() -> int:
         nonlocal line, scanned_line
-        targs = (["--docs", "200", "--naive-docs", "10", "--high-docs", "300",
-                  "--latency-docs", "20", "--scanned-docs", "60", "--scanned-pool", "12"]
-                 if args.quick else [])
+        targs = (
+            [
+                "--docs",
+                "200",
+                "--naive-docs",
+                "10",
+                "--high-docs",
+                "300",
+                "--latency-docs",
+                "20",
+                "--scanned-docs",
+                "60",
+                "--scanned-pool",
+                "12",
+            ]
+            if args.quick
+            else []
+        )
         opts = throughput.parse_args(targs)
         results = throughput.run(opts)
         line = throughput.headline(results)
@@ -53,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         ok = all("pages/min" in f and not f.get("timed out") for f in results["setups"].values())
         return 0 if ok and len(results["setups"]) == len(opts.setups) else 1
 
-    guarded("pages", lambda: pages.main(["--repeat", "3", "--big-pages", "200", "--ocr-docs", "4"]
-                                        if args.quick else []))
+    guarded(
+        "pages",
+        lambda: pages.main(
+            ["--repeat", "3", "--big-pages", "200", "--ocr-docs", "4"] if args.quick else []
+        ),
+    )
     guarded("stages", lambda: stages.main(["--docs", "20"] if args.quick else []))
     guarded("cost", lambda: cost.main(["--docs", "40"] if args.quick else []))
     guarded("throughput", run_throughput)

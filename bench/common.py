@@ -198,8 +198,11 @@ def read_cpu(groups: Sequence[Group]) -> CpuReading:
     return CpuReading(
         at=time.monotonic(),
         groups={
-            g.name: (sum(procs[r].own_ticks for r in g.roots if r in procs) / _CLK_TCK
-                     if g.own_only else cpu_seconds(g.pids(procs), procs))
+            g.name: (
+                sum(procs[r].own_ticks for r in g.roots if r in procs) / _CLK_TCK
+                if g.own_only
+                else cpu_seconds(g.pids(procs), procs)
+            )
             for g in groups
         },
         machine_busy=busy,

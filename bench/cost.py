@@ -69,8 +69,20 @@ def _receipt(seed: int) -> tuple[bytes, dict[str, Any], str]:
         ("Green Grocer", "Rue de Lyon 12, 75012 Paris"),
         ("City Pharmacy", "Via Roma 8, 20121 Milano"),
     ]
-    goods = ["Bread", "Milk 1l", "Coffee beans", "Apples 1kg", "Cheese", "Water 6x1.5l",
-             "Pasta", "Olive oil", "Tomatoes", "Butter", "Eggs x10", "Tea"]
+    goods = [
+        "Bread",
+        "Milk 1l",
+        "Coffee beans",
+        "Apples 1kg",
+        "Cheese",
+        "Water 6x1.5l",
+        "Pasta",
+        "Olive oil",
+        "Tomatoes",
+        "Butter",
+        "Eggs x10",
+        "Tea",
+    ]
     name, address = merchants[seed % len(merchants)]
     number = f"R-{seed:06d}"
     day = date(2026, 1, 1) + timedelta(days=rng.randrange(300))
@@ -79,16 +91,26 @@ def _receipt(seed: int) -> tuple[bytes, dict[str, Any], str]:
     for n in range(2 + seed % 6):
         qty = Decimal(rng.randint(1, 4))
         unit = (Decimal(rng.randint(50, 2500)) / 100).quantize(_CENT)
-        items.append({"description": goods[(seed + n) % len(goods)], "quantity": str(qty),
-                      "unit_price": str(unit), "amount": str((qty * unit).quantize(_CENT))})
+        items.append(
+            {
+                "description": goods[(seed + n) % len(goods)],
+                "quantity": str(qty),
+                "unit_price": str(unit),
+                "amount": str((qty * unit).quantize(_CENT)),
+            }
+        )
     subtotal = sum((Decimal(i["amount"]) for i in items), Decimal(0))
     tax = (subtotal * Decimal("0.07")).quantize(_CENT, ROUND_HALF_UP)
     total = subtotal + tax
     doc = pymupdf.open()
     page = doc.new_page(width=226, height=200 + 16 * len(items))
     y = 24.0
-    for text_, size in ((name, 12), (address, 7), (f"Receipt {number}", 8),
-                        (f"{day.isoformat()} {clock}", 8)):
+    for text_, size in (
+        (name, 12),
+        (address, 7),
+        (f"Receipt {number}", 8),
+        (f"{day.isoformat()} {clock}", 8),
+    ):
         page.insert_text((12, y), text_, fontsize=size)
         y += size + 6
     y += 6
@@ -105,17 +127,32 @@ def _receipt(seed: int) -> tuple[bytes, dict[str, Any], str]:
     body: bytes = doc.tobytes(garbage=3, deflate=True)
     doc.close()
     answer = {
-        "merchant_name": name, "merchant_address": address, "receipt_number": number,
+        "merchant_name": name,
+        "merchant_address": address,
+        "receipt_number": number,
         # No time: grounding does not look times up yet (a receipt would go to review for it).
-        "date": day.isoformat(), "time": None, "currency": "EUR",
-        "subtotal": f"{subtotal:.2f}", "tax": f"{tax:.2f}", "tip": None,
-        "total": f"{total:.2f}", "payment_method": "card", "line_items": items,
+        "date": day.isoformat(),
+        "time": None,
+        "currency": "EUR",
+        "subtotal": f"{subtotal:.2f}",
+        "tax": f"{tax:.2f}",
+        "tip": None,
+        "total": f"{total:.2f}",
+        "payment_method": "card",
+        "line_items": items,
     }
     return body, answer, number
 
 
-def workload(docs: int, *, seed: int = 7, reupload: float = 0.2, archive: float = 0.5,
-             cheap_misread: float = 0.15, strong_misread: float = 0.03) -> list[Doc]:
+def workload(
+    docs: int,
+    *,
+    seed: int = 7,
+    reupload: float = 0.2,
+    archive: float = 0.5,
+    cheap_misread: float = 0.15,
+    strong_misread: float = 0.03,
+) -> list[Doc]:
     """`docs` uploads; `reupload` of them repeat an earlier one's bytes under a new key."""
     from pipeline.synthetic import make_invoice, render_pdf
 
@@ -130,8 +167,13 @@ def workload(docs: int, *, seed: int = 7, reupload: float = 0.2, archive: float 
             continue
         if rng.random() < 0.6:
             invoice = make_invoice(1000 + n, items=3 + n % 8)
-            doc = Doc(f"{folder}/invoice-{n}.pdf", "invoice", render_pdf(invoice),
-                      invoice.expected(), invoice.invoice_number)
+            doc = Doc(
+                f"{folder}/invoice-{n}.pdf",
+                "invoice",
+                render_pdf(invoice),
+                invoice.expected(),
+                invoice.invoice_number,
+            )
         else:
             body, answer, ident = _receipt(2000 + n)
             doc = Doc(f"{folder}/receipt-{n}.pdf", "receipt", body, answer, ident)
@@ -179,8 +221,12 @@ SETUPS: dict[str, dict[str, Any]] = {
     "cascade": {"cascade": f"*={CHEAP}>{STRONG}"},
     "batch (archive/)": {"batch_routes": "archive/"},
     "prompt caching": {"prompt_cache": True},
-    "all together": {"page_cache": True, "cascade": f"*={CHEAP}>{STRONG}",
-                     "batch_routes": "archive/", "prompt_cache": True},
+    "all together": {
+        "page_cache": True,
+        "cascade": f"*={CHEAP}>{STRONG}",
+        "batch_routes": "archive/",
+        "prompt_cache": True,
+    },
 }
 _OFF = {"page_cache": False, "cascade": "", "batch_routes": "", "prompt_cache": False}
 
@@ -212,8 +258,9 @@ class Outcome:
         return self.done / max(self.documents, 1)
 
 
-def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
-              server: Any, bucket: str) -> Outcome:
+def run_setup(
+    name: str, docs: Sequence[Doc], database_url: str, endpoint: str, server: Any, bucket: str
+) -> Outcome:
     from sqlalchemy import text
 
     from bench.throughput import reset_database
@@ -236,10 +283,15 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
     server.responder = responder(docs)
     server.cache_min_tokens = {STRONG: 1024, CHEAP: 4096, "claude-opus": 4096}
     settings = load_settings(
-        database_url=database_url, s3_endpoint_url=endpoint, s3_access_key_id="test",
-        s3_secret_access_key="test", anthropic_api_key="sk-bench",
-        anthropic_base_url=server.anthropic_base_url, anthropic_model=STRONG,
-        batch_min_requests=1, **{**_OFF, **SETUPS[name]},
+        database_url=database_url,
+        s3_endpoint_url=endpoint,
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        anthropic_api_key="sk-bench",
+        anthropic_base_url=server.anthropic_base_url,
+        anthropic_model=STRONG,
+        batch_min_requests=1,
+        **{**_OFF, **SETUPS[name]},
     )
     engine = make_engine(database_url, pool_size=4)
     sessions = make_session_factory(engine)
@@ -251,20 +303,31 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
             extractors[provider] = build_extractor(settings, provider)
         return extractors[provider]
 
-    deps = Collaborators(sessions=sessions, s3=make_s3_client(settings),
-                         extractor_for=extractor_for, prices=prices, settings=settings,
-                         cost=CostServices(settings, prices, sessions))
+    deps = Collaborators(
+        sessions=sessions,
+        s3=make_s3_client(settings),
+        extractor_for=extractor_for,
+        prices=prices,
+        settings=settings,
+        cost=CostServices(settings, prices, sessions),
+    )
     due: list[int] = []
-    runner = BatchRunner(sessions=sessions, extractor_for=extractor_for, prices=prices,
-                         wake=lambda ids: wake_documents(sessions, ids, lambda i, _s: due.append(i)),
-                         min_requests=1, max_wait_s=0)
+    runner = BatchRunner(
+        sessions=sessions,
+        extractor_for=extractor_for,
+        prices=prices,
+        wake=lambda ids: wake_documents(sessions, ids, lambda i, _s: due.append(i)),
+        min_requests=1,
+        max_wait_s=0,
+    )
     started = time.perf_counter()
     ids = []
     for doc in docs:
         version = common_version(doc)
         with transaction(sessions) as session:
             doc_id, _ = repo.register_document(
-                session, ObjectRef(bucket, doc.key, version), doc.schema, "anthropic")
+                session, ObjectRef(bucket, doc.key, version), doc.schema, "anthropic"
+            )
         ids.append(doc_id)
         if prepare_document(deps, doc_id) is not None:
             extract_document(deps, doc_id)
@@ -279,7 +342,10 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
     outcome = Outcome(name=name, seconds=elapsed)
     with sessions() as session:
         for status, count, pages in session.execute(
-            text("SELECT status, count(*), coalesce(sum(page_count), 0) FROM documents GROUP BY status")
+            text(
+                "SELECT status, count(*), coalesce(sum(page_count), 0)"
+                " FROM documents GROUP BY status"
+            )
         ):
             outcome.documents += count
             outcome.pages += pages
@@ -289,22 +355,32 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
                 outcome.review += count
             else:
                 outcome.other += count
-        row = session.execute(text(
-            "SELECT coalesce(sum(cost_usd), 0) AS cost, count(*) FILTER (WHERE purpose <> 'cache_hit') AS calls,"
-            " sum(saved_page_cache_usd) AS cache, sum(saved_cascade_usd) AS cascade,"
-            " sum(saved_batch_usd) AS batch, sum(saved_prompt_cache_usd) AS prompt,"
-            " count(*) FILTER (WHERE purpose = 'escalate') AS escalated,"
-            " count(*) FILTER (WHERE purpose = 'cache_hit') AS hits,"
-            " count(*) FILTER (WHERE service_tier = 'batch') AS batch_calls,"
-            " coalesce(sum(estimated_cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
-            "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS estimated,"
-            " coalesce(sum(cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
-            "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS answered FROM vlm_calls"
-        )).one()
+        row = session.execute(
+            text(
+                "SELECT coalesce(sum(cost_usd), 0) AS cost,"
+                " count(*) FILTER (WHERE purpose <> 'cache_hit') AS calls,"
+                " sum(saved_page_cache_usd) AS cache, sum(saved_cascade_usd) AS cascade,"
+                " sum(saved_batch_usd) AS batch, sum(saved_prompt_cache_usd) AS prompt,"
+                " count(*) FILTER (WHERE purpose = 'escalate') AS escalated,"
+                " count(*) FILTER (WHERE purpose = 'cache_hit') AS hits,"
+                " count(*) FILTER (WHERE service_tier = 'batch') AS batch_calls,"
+                " coalesce(sum(estimated_cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
+                "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS estimated,"
+                " coalesce(sum(cost_usd) FILTER (WHERE estimated_cost_usd IS NOT NULL"
+                "   AND outcome <> 'error' AND purpose <> 'cache_hit'), 0) AS answered"
+                " FROM vlm_calls"
+            )
+        ).one()
         outcome.estimated, outcome.answered = Decimal(row.estimated), Decimal(row.answered)
         outcome.cost, outcome.calls = Decimal(row.cost), row.calls
-        outcome.saved = {k: Decimal(getattr(row, k) or 0) for k in ("cache", "cascade", "batch", "prompt")}
-        outcome.escalated, outcome.cache_hits, outcome.batch_calls = row.escalated, row.hits, row.batch_calls
+        outcome.saved = {
+            k: Decimal(getattr(row, k) or 0) for k in ("cache", "cascade", "batch", "prompt")
+        }
+        outcome.escalated, outcome.cache_hits, outcome.batch_calls = (
+            row.escalated,
+            row.hits,
+            row.batch_calls,
+        )
         assert session.query(Document).count() == len(docs)
     engine.dispose()
     return outcome
@@ -313,20 +389,24 @@ def run_setup(name: str, docs: Sequence[Doc], database_url: str, endpoint: str,
 def common_version(doc: Doc) -> str:
     import hashlib
 
-    return hashlib.md5(doc.body).hexdigest()  # noqa: S324 - an ETag, not security
+    return hashlib.md5(doc.body).hexdigest()
 
 
 # --- main -----------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--docs", type=int, default=100, help="uploads in the workload")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--setups", default=",".join(SETUPS),
-                        help="comma-separated subset of: " + ", ".join(SETUPS))
+    parser.add_argument(
+        "--setups", default=",".join(SETUPS), help="comma-separated subset of: " + ", ".join(SETUPS)
+    )
     args = parser.parse_args(argv)
     argv_list = list(argv if argv is not None else sys.argv[1:])
     names = [n.strip() for n in args.setups.split(",") if n.strip()]
@@ -344,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     base = load_settings()
     database_url = args.database_url or make_url(base.database_url).set(
-        database=DATABASE).render_as_string(hide_password=False)
+        database=DATABASE
+    ).render_as_string(hide_password=False)
     docs = workload(args.docs, seed=args.seed)
     aws = make_server()
     threading.Thread(target=aws.serve_forever, daemon=True).start()
@@ -352,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = FakeModelServer().start()
     results: list[Outcome] = []
     try:
-        s3 = make_s3_client(load_settings(s3_endpoint_url=endpoint, s3_access_key_id="test",
-                                          s3_secret_access_key="test"))
+        s3 = make_s3_client(
+            load_settings(
+                s3_endpoint_url=endpoint, s3_access_key_id="test", s3_secret_access_key="test"
+            )
+        )
         bucket = "bench-cost"
         s3.create_bucket(Bucket=bucket)
         for doc in docs:
@@ -367,27 +451,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     originals = len({d.ident for d in docs})
     print()
-    print(f"cost benchmark: {len(docs)} uploads ({sum(d.schema == 'invoice' for d in docs)} "
-          f"invoices, {sum(d.schema == 'receipt' for d in docs)} receipts; "
-          f"{len(docs) - originals} re-uploads; "
-          f"{sum(d.key.startswith('archive/') for d in docs)} under archive/), "
-          f"{results[0].pages} pages; fake provider, Anthropic list prices "
-          f"(strong {STRONG}, cheap {CHEAP})")
-    header = (f"{'set-up':<18} {'$/1,000 pages':>14} {'vs naive':>9} {'done':>7} {'review':>7}"
-              f" {'calls':>6} {'escalated':>9} {'cache hits':>10} {'batch calls':>11}"
-              f" {'saved $ (cache/cascade/batch/prompt)':>38} {'est/actual':>10}")
+    print(
+        f"cost benchmark: {len(docs)} uploads ({sum(d.schema == 'invoice' for d in docs)} "
+        f"invoices, {sum(d.schema == 'receipt' for d in docs)} receipts; "
+        f"{len(docs) - originals} re-uploads; "
+        f"{sum(d.key.startswith('archive/') for d in docs)} under archive/), "
+        f"{results[0].pages} pages; fake provider, Anthropic list prices "
+        f"(strong {STRONG}, cheap {CHEAP})"
+    )
+    header = (
+        f"{'set-up':<18} {'$/1,000 pages':>14} {'vs naive':>9} {'done':>7} {'review':>7}"
+        f" {'calls':>6} {'escalated':>9} {'cache hits':>10} {'batch calls':>11}"
+        f" {'saved $ (cache/cascade/batch/prompt)':>38} {'est/actual':>10}"
+    )
     print(header)
     print("-" * len(header))
     naive = results[0].per_1000_pages
     for r in results:
         ratio = r.per_1000_pages / naive if naive else Decimal(0)
-        print(f"{r.name:<18} {r.per_1000_pages:>14.4f} {ratio:>9.2f} {r.done_rate:>7.1%}"
-              f" {r.review:>7} {r.calls:>6} {r.escalated:>9} {r.cache_hits:>10}"
-              f" {r.batch_calls:>11} {' / '.join(f'{v:.4f}' for v in r.saved.values()):>38}"
-              f" {r.estimated / r.answered if r.answered else Decimal(0):>10.2f}")
+        print(
+            f"{r.name:<18} {r.per_1000_pages:>14.4f} {ratio:>9.2f} {r.done_rate:>7.1%}"
+            f" {r.review:>7} {r.calls:>6} {r.escalated:>9} {r.cache_hits:>10}"
+            f" {r.batch_calls:>11} {' / '.join(f'{v:.4f}' for v in r.saved.values()):>38}"
+            f" {r.estimated / r.answered if r.answered else Decimal(0):>10.2f}"
+        )
     final = next((r for r in results if r.name == "all together"), None)
-    common.write_results("cost", {"setups": [dataclasses.asdict(r) | {
-        "per_1000_pages": str(r.per_1000_pages), "done_rate": r.done_rate} for r in results]})
+    common.write_results(
+        "cost",
+        {
+            "setups": [
+                dataclasses.asdict(r)
+                | {"per_1000_pages": str(r.per_1000_pages), "done_rate": r.done_rate}
+                for r in results
+            ]
+        },
+    )
     print(common.reproduce_line("bench.cost", argv_list))
     if final is not None:
         print(f"cost ratio: {final.per_1000_pages / naive:.2f} (all savings vs naive)")

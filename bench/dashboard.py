@@ -64,7 +64,9 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                  WHEN {r} < 0.02 THEN 'failed' WHEN {r} < 0.07 THEN 'needs_review'
                  ELSE 'done' END"""
     return [
-        ("documents", f"""
+        (
+            "documents",
+            f"""
             INSERT INTO documents (bucket, key, version, size, sha256, content_type, schema_name,
                                    provider, status, stage, page_count, attempts, created_at,
                                    updated_at, finished_at, error_category, error_message,
@@ -96,10 +98,13 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                                      * (1 - g::float8 / {docs - backlog}) END AS t,
                            {status} AS st
                       FROM generate_series(1, {docs}) g) s
-        """),
+        """,
+        ),
         # Five changes per finished document: registered, claimed for prepare, handed to
         # extract, claimed for extract, final; a failed one carries its error on the last.
-        ("document_events", f"""
+        (
+            "document_events",
+            f"""
             INSERT INTO document_events (document_id, stage, from_stage, from_status, to_status,
                                          attempt, worker, error_category, error_message,
                                          duration_s, created_at)
@@ -122,8 +127,11 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                     r.q1 + r.prep + r.q2 + r.ext)
              ) AS e(n, stage, from_stage, from_status, to_status, attempt, duration_s, at_s)
              WHERE d.status IN ('done', 'needs_review', 'failed') OR e.n = 1
-        """),
-        ("vlm_calls", f"""
+        """,
+        ),
+        (
+            "vlm_calls",
+            f"""
             INSERT INTO vlm_calls (call_id, document_id, provider, model, request_id, attempt,
                                    page_indexes, input_tokens, output_tokens,
                                    cache_creation_input_tokens, cache_read_input_tokens,
@@ -141,8 +149,11 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                    d.created_at + (5 + c * 4) * interval '1 second'
               FROM documents d
              CROSS JOIN generate_series(1, {calls_per_doc}) c
-        """),
-        ("extractions", """
+        """,
+        ),
+        (
+            "extractions",
+            """
             INSERT INTO extractions (document_id, schema_name, schema_version, provider, model,
                                      valid, data, grounding, review_reasons)
             SELECT d.id, d.schema_name, '1', d.provider, 'claude-sonnet-4-6', true,
@@ -155,8 +166,11 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                         ELSE '[]'::jsonb END
               FROM documents d
              WHERE d.status IN ('done', 'needs_review')
-        """),
-        ("dead_letters", """
+        """,
+        ),
+        (
+            "dead_letters",
+            """
             INSERT INTO dead_letters (document_id, task_name, error_category, error_message,
                                       attempts, created_at, replayed_at, replay_count)
             SELECT d.id, 'extract', d.error_category, d.error_message, 2, d.finished_at,
@@ -165,7 +179,8 @@ def seed_statements(docs: int, calls_per_doc: int, days: int) -> list[tuple[str,
                    CASE WHEN d.finished_at < now() - interval '7 days' THEN 1 ELSE 0 END
               FROM documents d
              WHERE d.status = 'failed'
-        """),
+        """,
+        ),
     ]
 
 
@@ -208,11 +223,14 @@ def counts(url: str) -> dict[str, int]:
     engine = create_engine(url)
     with engine.connect() as conn:
         out = {
-            table_name: int(
-                conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one()
+            table_name: int(conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one())
+            for table_name in (
+                "documents",
+                "document_events",
+                "vlm_calls",
+                "extractions",
+                "dead_letters",
             )
-            for table_name in ("documents", "document_events", "vlm_calls", "extractions",
-                               "dead_letters")
         }
     engine.dispose()
     return out
@@ -244,8 +262,12 @@ def time_views(url: str, repeat: int = 5) -> list[dict[str, Any]]:
                 rows = len(conn.execute(text(sql)).all())
                 times.append((time.perf_counter() - started) * 1000)
             results.append(
-                {"query": name, "rows": rows, "median_ms": statistics.median(times),
-                 "max_ms": max(times)}
+                {
+                    "query": name,
+                    "rows": rows,
+                    "median_ms": statistics.median(times),
+                    "max_ms": max(times),
+                }
             )
             log(f"{name}: {statistics.median(times):.1f} ms")
     engine.dispose()
@@ -279,15 +301,23 @@ def sample_values(url: str) -> dict[str, Any]:
     with engine.connect() as conn:
         newest = conn.execute(text("SELECT max(id) FROM documents")).scalar_one()
         day = conn.execute(
-            text("SELECT to_char(created_at, 'YYYY/MM/DD'), created_at::date FROM documents"
-                 " WHERE id = :id"), {"id": newest // 2}
+            text(
+                "SELECT to_char(created_at, 'YYYY/MM/DD'), created_at::date FROM documents"
+                " WHERE id = :id"
+            ),
+            {"id": newest // 2},
         ).one()
         failed = conn.execute(
             text("SELECT id FROM documents WHERE status = 'failed' ORDER BY id DESC LIMIT 1")
         ).scalar_one()
     engine.dispose()
-    return {"newest": newest, "middle": newest // 2, "day_path": day[0], "day": day[1],
-            "failed": failed}
+    return {
+        "newest": newest,
+        "middle": newest // 2,
+        "day_path": day[0],
+        "day": day[1],
+        "failed": failed,
+    }
 
 
 def time_requests(base: str, paths: list[tuple[str, str]], n: int) -> list[dict[str, Any]]:
@@ -303,16 +333,25 @@ def time_requests(base: str, paths: list[tuple[str, str]], n: int) -> list[dict[
                 assert response.status == 200
             times.append((time.perf_counter() - started) * 1000)
         results.append(
-            {"page": name, "path": path, "p50_ms": percentile(times, 50),
-             "p95_ms": percentile(times, 95), "max_ms": max(times), "requests": n}
+            {
+                "page": name,
+                "path": path,
+                "p50_ms": percentile(times, 50),
+                "p95_ms": percentile(times, 95),
+                "max_ms": max(times),
+                "requests": n,
+            }
         )
         log(f"{name}: p50 {percentile(times, 50):.0f} ms, p95 {percentile(times, 95):.0f} ms")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dashboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--calls-per-doc", type=int, default=5)
     parser.add_argument("--days", type=int, default=90)
@@ -342,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         port = sock.getsockname()[1]
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"pagemill-bench-dashboard-{port}"
     web = devstack.spawn(
-        "web", ["web", "--port", str(port)],
-        {"PAGEMILL_DATABASE_URL": url, "PAGEMILL_WEB_REFRESH_S": "0"}, log_dir,
+        "web",
+        ["web", "--port", str(port)],
+        {"PAGEMILL_DATABASE_URL": url, "PAGEMILL_WEB_REFRESH_S": "0"},
+        log_dir,
     )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def up() -> bool:
             try:
                 return bool(urllib.request.urlopen(base + "/readyz", timeout=2).status == 200)
@@ -365,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
             ("documents, schema=receipt", "/documents?schema=receipt"),
             ("documents, search invoice number", f"/documents?q=INV-{values['middle']}"),
             ("documents, search key prefix", f"/documents?q={q('in/' + values['day_path'])}"),
-            ("documents, bucket + prefix",
-             f"/documents?bucket=bucket-1&prefix={q('in/' + values['day_path'])}"),
+            (
+                "documents, bucket + prefix",
+                f"/documents?bucket=bucket-1&prefix={q('in/' + values['day_path'])}",
+            ),
             ("documents, one day", f"/documents?since={values['day']}&until={values['day']}"),
             ("documents, older page", f"/documents?before={values['middle']}"),
             ("document page", f"/documents/{values['failed']}"),
@@ -376,30 +420,52 @@ def main(argv: list[str] | None = None) -> int:
         web.stop()
 
     print()
-    print(f"dashboard benchmark: {sizes['documents']:,} documents, {sizes['vlm_calls']:,} calls,"
-          f" {sizes['document_events']:,} events; load average at start "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
+    print(
+        f"dashboard benchmark: {sizes['documents']:,} documents, {sizes['vlm_calls']:,} calls,"
+        f" {sizes['document_events']:,} events; load average at start "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)"
+    )
     if seeded:
         print("seeding (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seeded.items()))
-    print(f"roll-up: first run (all history) {rollup['catch_up_s']:.1f} s in "
-          f"{rollup['catch_up_chunks']:.0f} chunks; the next run {rollup['next_s']:.2f} s")
+    print(
+        f"roll-up: first run (all history) {rollup['catch_up_s']:.1f} s in "
+        f"{rollup['catch_up_chunks']:.0f} chunks; the next run {rollup['next_s']:.2f} s"
+    )
     print()
-    print(table(["page", "p50 ms", "p95 ms", "max ms"],
-                [[r["page"], r["p50_ms"], r["p95_ms"], r["max_ms"]] for r in requests]))
+    print(
+        table(
+            ["page", "p50 ms", "p95 ms", "max ms"],
+            [[r["page"], r["p50_ms"], r["p95_ms"], r["max_ms"]] for r in requests],
+        )
+    )
     print()
-    print(table(["query", "rows", "median ms", "max ms"],
-                [[r["query"], r["rows"], r["median_ms"], r["max_ms"]] for r in views]))
+    print(
+        table(
+            ["query", "rows", "median ms", "max ms"],
+            [[r["query"], r["rows"], r["median_ms"], r["max_ms"]] for r in views],
+        )
+    )
     overview = next(r for r in requests if r["page"] == "overview")
     verdict = "met" if overview["p95_ms"] <= 300 else "NOT met"
     print(f"\noverview p95 {fmt(overview['p95_ms'], 0)} ms: target 300 ms {verdict}")
-    path = write_results("dashboard", {"args": vars(args), "rows": sizes, "seed_s": seeded,
-                                       "rollup": rollup, "load": load, "requests": requests,
-                                       "views": views})
+    path = write_results(
+        "dashboard",
+        {
+            "args": vars(args),
+            "rows": sizes,
+            "seed_s": seeded,
+            "rollup": rollup,
+            "load": load,
+            "requests": requests,
+            "views": views,
+        },
+    )
     print(f"results: {path}")
     print(reproduce_line("bench.dashboard", argv if argv is not None else sys.argv[1:]))
     if not args.keep:
-        admin = create_engine(make_url(server).set(database="postgres"),
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            make_url(server).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
         admin.dispose()

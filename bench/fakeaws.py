@@ -79,13 +79,15 @@ class Queue:
                     message["receives"] += 1
                     handle = uuid.uuid4().hex
                     self.in_flight[handle] = (now + visibility_s, message)
-                    out.append({
-                        "MessageId": message["MessageId"],
-                        "ReceiptHandle": handle,
-                        "MD5OfBody": message["MD5OfBody"],
-                        "Body": message["Body"],
-                        "Attributes": {"ApproximateReceiveCount": str(message["receives"])},
-                    })
+                    out.append(
+                        {
+                            "MessageId": message["MessageId"],
+                            "ReceiptHandle": handle,
+                            "MD5OfBody": message["MD5OfBody"],
+                            "Body": message["Body"],
+                            "Attributes": {"ApproximateReceiveCount": str(message["receives"])},
+                        }
+                    )
                 if out or now >= deadline:
                     return out
                 self.cond.wait(min(deadline - now, 1.0))
@@ -153,8 +155,14 @@ class Handler(BaseHTTPRequestHandler):
             data = _dechunk(data)
         return data
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/xml", head: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/xml",
+        head: bool = False,
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
@@ -166,8 +174,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _s3_error(self, status: int, code: str, message: str, head: bool = False) -> None:
-        body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                f"<Message>{message}</Message></Error>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>"
+        ).encode()
         self._send(status, b"" if head else body, head=head)
 
     def _split(self) -> tuple[str, str, dict[str, list[str]]]:
@@ -217,8 +227,11 @@ class Handler(BaseHTTPRequestHandler):
                 f"</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration>"
                 for cid, q in self.state.notifications.get(bucket, [])
             )
-            self._send(200, f'<?xml version="1.0" encoding="UTF-8"?><NotificationConfiguration>'
-                            f"{configs}</NotificationConfiguration>".encode())
+            self._send(
+                200,
+                f'<?xml version="1.0" encoding="UTF-8"?><NotificationConfiguration>'
+                f"{configs}</NotificationConfiguration>".encode(),
+            )
             return
         if not key:
             self._s3_error(501, "NotImplemented", "listing is not implemented")
@@ -227,8 +240,9 @@ class Handler(BaseHTTPRequestHandler):
             self._s3_error(404, "NoSuchKey", key)
             return
         data, etag, ctype, mtime = objects[key]
-        self._send(200, data, {"etag": f'"{etag}"',
-                               "last-modified": formatdate(mtime, usegmt=True)}, ctype)
+        self._send(
+            200, data, {"etag": f'"{etag}"', "last-modified": formatdate(mtime, usegmt=True)}, ctype
+        )
 
     def do_PUT(self) -> None:
         bucket, key, query = self._split()
@@ -272,8 +286,13 @@ class Handler(BaseHTTPRequestHandler):
         name = str(params.get("QueueUrl", "")).rstrip("/").rsplit("/", 1)[-1]
         queue = self.state.queues.get(name)
         if queue is None:
-            self._sqs_reply({"__type": "com.amazonaws.sqs#QueueDoesNotExist",
-                             "message": "The specified queue does not exist."}, 400)
+            self._sqs_reply(
+                {
+                    "__type": "com.amazonaws.sqs#QueueDoesNotExist",
+                    "message": "The specified queue does not exist.",
+                },
+                400,
+            )
         return queue
 
     def _sqs(self, action: str, params: dict[str, Any]) -> None:
@@ -286,8 +305,13 @@ class Handler(BaseHTTPRequestHandler):
                     queue = state.queues.setdefault(name, Queue(name))
                 queue.attributes.update(params.get("Attributes") or {})
             elif name not in state.queues:
-                self._sqs_reply({"__type": "com.amazonaws.sqs#QueueDoesNotExist",
-                                 "message": "The specified queue does not exist."}, 400)
+                self._sqs_reply(
+                    {
+                        "__type": "com.amazonaws.sqs#QueueDoesNotExist",
+                        "message": "The specified queue does not exist.",
+                    },
+                    400,
+                )
                 return
             self._sqs_reply({"QueueUrl": f"http://{host}/{ACCOUNT}/{name}"})
             return
@@ -310,11 +334,18 @@ class Handler(BaseHTTPRequestHandler):
             self._sqs_reply({})
         elif action == "SendMessage":
             message_id = queue.send(str(params["MessageBody"]))
-            self._sqs_reply({"MessageId": message_id, "MD5OfMessageBody": hashlib.md5(
-                str(params["MessageBody"]).encode()).hexdigest()})
+            self._sqs_reply(
+                {
+                    "MessageId": message_id,
+                    "MD5OfMessageBody": hashlib.md5(
+                        str(params["MessageBody"]).encode()
+                    ).hexdigest(),
+                }
+            )
         elif action == "ReceiveMessage":
-            visibility = float(params.get("VisibilityTimeout")
-                               or queue.attributes.get("VisibilityTimeout", 30))
+            visibility = float(
+                params.get("VisibilityTimeout") or queue.attributes.get("VisibilityTimeout", 30)
+            )
             messages = queue.receive(
                 max(1, min(10, int(params.get("MaxNumberOfMessages", 1)))),
                 max(0.0, min(20.0, float(params.get("WaitTimeSeconds", 0)))),
@@ -330,8 +361,13 @@ class Handler(BaseHTTPRequestHandler):
                 queue.delete(str(entry["ReceiptHandle"]))
             self._sqs_reply({"Successful": [{"Id": str(e["Id"])} for e in entries], "Failed": []})
         else:
-            self._sqs_reply({"__type": "com.amazonaws.sqs#UnsupportedOperation",
-                             "message": f"{action} is not supported"}, 400)
+            self._sqs_reply(
+                {
+                    "__type": "com.amazonaws.sqs#UnsupportedOperation",
+                    "message": f"{action} is not supported",
+                },
+                400,
+            )
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -379,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             moto.stop()
         return 0
     server = make_server(args.port)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+    )
     thread.start()
     host, port = server.server_address[:2]
     print(f"http://{host!s}:{port}", flush=True)

@@ -85,8 +85,15 @@ def sample_cases(work: Path) -> list[Case]:
         source = (SAMPLES_ROOT / "docs" / f"{stem}.pdf").read_bytes()
         from bench.scans import _pdf_words
 
-        cases.append(Case(f"{stem} scanned", "samples, scanned", path.read_bytes(),
-                          _gt_fields(gt), _pdf_words(source)))
+        cases.append(
+            Case(
+                f"{stem} scanned",
+                "samples, scanned",
+                path.read_bytes(),
+                _gt_fields(gt),
+                _pdf_words(source),
+            )
+        )
     return cases
 
 
@@ -137,15 +144,32 @@ def cli_before() -> Reader:
             return []
         _, encoded = cv2.imencode(".png", prepared.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         done = subprocess.run(
-            ["tesseract", "stdin", "stdout", "--psm", "6", "--dpi", str(round(prepared.dpi)),
-             "-l", ocr.DEFAULT_LANGUAGES, "-c", "tessedit_do_invert=0", "tsv"],
-            input=encoded.tobytes(), capture_output=True, check=True,
+            [
+                "tesseract",
+                "stdin",
+                "stdout",
+                "--psm",
+                "6",
+                "--dpi",
+                str(round(prepared.dpi)),
+                "-l",
+                ocr.DEFAULT_LANGUAGES,
+                "-c",
+                "tessedit_do_invert=0",
+                "tsv",
+            ],
+            input=encoded.tobytes(),
+            capture_output=True,
+            check=True,
             env={"OMP_THREAD_LIMIT": "1", "PATH": "/usr/bin:/bin"},
         )
         factor = 72.0 / prepared.dpi
-        return [Word(w.text, w.x0 * factor, w.y0 * factor, w.x1 * factor, w.y1 * factor,
-                     w.block, w.line)
-                for w in ocr.parse_tsv(done.stdout.decode("utf-8", "replace"))]
+        return [
+            Word(
+                w.text, w.x0 * factor, w.y0 * factor, w.x1 * factor, w.y1 * factor, w.block, w.line
+            )
+            for w in ocr.parse_tsv(done.stdout.decode("utf-8", "replace"))
+        ]
 
     return read
 
@@ -161,19 +185,23 @@ def rapidocr_reader(dpi: int = 150) -> Reader | None:
 
     from pipeline.domain import Word
 
-    engine = RapidOCR(params={
-        "Global.log_level": "warning", "Global.use_cls": False,
-        "EngineConfig.onnxruntime.intra_op_num_threads": 1,
-        "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-    })
+    engine = RapidOCR(
+        params={
+            "Global.log_level": "warning",
+            "Global.use_cls": False,
+            "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+    )
 
     def read(source: Any, page: Any) -> list[Any]:
         image = np.asarray(source.render(page.index, dpi).convert("RGB"))
         out = engine(image)
         factor = 72.0 / dpi
         words: list[Any] = []
-        for line, (box, text) in enumerate(zip(out.boxes if out.boxes is not None else [],
-                                               out.txts or (), strict=False)):
+        for line, (box, text) in enumerate(
+            zip(out.boxes if out.boxes is not None else [], out.txts or (), strict=False)
+        ):
             xs, ys = [p[0] for p in box], [p[1] for p in box]
             x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
             parts = text.split()
@@ -191,13 +219,15 @@ def rapidocr_reader(dpi: int = 150) -> Reader | None:
 def settings_table(include_before: bool) -> list[tuple[str, Reader]]:
     table: list[tuple[str, Reader]] = []
     if include_before:
-        table.append(("before: tesseract command, 4 languages, 300 dpi, every clean-up",
-                      cli_before()))
+        table.append(
+            ("before: tesseract command, 4 languages, 300 dpi, every clean-up", cli_before())
+        )
     table += [
-        ("thorough (offline extractor): in process, 4 languages, 300 dpi",
-         pipeline_reader(True)),
-        ("fast (model path): 4 languages, text scaled to 18 px glyphs, clean-up when needed",
-         pipeline_reader(False)),
+        ("thorough (offline extractor): in process, 4 languages, 300 dpi", pipeline_reader(True)),
+        (
+            "fast (model path): 4 languages, text scaled to 18 px glyphs, clean-up when needed",
+            pipeline_reader(False),
+        ),
         ("fast, eng+deu", pipeline_reader(False, ocr_grounding_languages="eng+deu")),
         ("fast, eng only", pipeline_reader(False, ocr_grounding_languages="eng")),
     ]
@@ -273,8 +303,9 @@ def engine_load_cpu() -> dict[str, float]:
     return out
 
 
-def compare(docs: int = 8, devset: bool = True, samples: bool = True,
-            include_before: bool = True) -> dict[str, Any]:
+def compare(
+    docs: int = 8, devset: bool = True, samples: bool = True, include_before: bool = True
+) -> dict[str, Any]:
     """Every setting on every set of pages; returns the figures and prints the tables."""
     work = Path(tempfile.mkdtemp(prefix="pagemill-bench-ocr-"))
     corpora = {"generated": generated_cases(docs)}
@@ -292,56 +323,85 @@ def compare(docs: int = 8, devset: bool = True, samples: bool = True,
             rows.append((name, tally))
         results["corpora"][corpus] = {
             name: {
-                "pages": t.pages, "cpu ms/page": 1000 * t.cpu_s / max(t.pages, 1),
+                "pages": t.pages,
+                "cpu ms/page": 1000 * t.cpu_s / max(t.pages, 1),
                 "cer": t.score.cer if t.scored_pages else None,
                 "wer": t.score.wer if t.scored_pages else None,
-                "values": t.values, "grounded": t.grounded,
-                "steps ms/page": {k: 1000 * v / max(t.pages, 1)
-                                  for k, v in (t.steps or {}).items()},
+                "values": t.values,
+                "grounded": t.grounded,
+                "steps ms/page": {
+                    k: 1000 * v / max(t.pages, 1) for k, v in (t.steps or {}).items()
+                },
             }
             for name, t in rows
         }
         print()
         print(f"### OCR on {corpus}: {len(cases)} documents, {rows[0][1].pages} pages")
         print()
-        print(common.table(
-            ["engine, setting", "CPU ms/page", "CER %", "WER %", "values grounded", "share"],
-            [[name, 1000 * t.cpu_s / max(t.pages, 1),
-              100 * t.score.cer if t.scored_pages else None,
-              100 * t.score.wer if t.scored_pages else None,
-              f"{t.grounded}/{t.values}", t.grounded / max(t.values, 1)]
-             for name, t in rows],
-        ))
+        print(
+            common.table(
+                ["engine, setting", "CPU ms/page", "CER %", "WER %", "values grounded", "share"],
+                [
+                    [
+                        name,
+                        1000 * t.cpu_s / max(t.pages, 1),
+                        100 * t.score.cer if t.scored_pages else None,
+                        100 * t.score.wer if t.scored_pages else None,
+                        f"{t.grounded}/{t.values}",
+                        t.grounded / max(t.values, 1),
+                    ]
+                    for name, t in rows
+                ],
+            )
+        )
         steps = [(name, t.steps, t.pages) for name, t in rows if t.steps]
         if steps:
             print()
-            print(common.table(
-                ["setting: CPU ms/page by step", "decode", "preprocess", "detect", "recognise"],
-                [[name.split(":")[0], *(1000 * s.get(k, 0.0) / max(p, 1)
-                                        for k in ("decode", "preprocess", "detect", "recognise"))]
-                 for name, s, p in steps],
-            ))
+            print(
+                common.table(
+                    ["setting: CPU ms/page by step", "decode", "preprocess", "detect", "recognise"],
+                    [
+                        [
+                            name.split(":")[0],
+                            *(
+                                1000 * s.get(k, 0.0) / max(p, 1)
+                                for k in ("decode", "preprocess", "detect", "recognise")
+                            ),
+                        ]
+                        for name, s, p in steps
+                    ],
+                )
+            )
     loads = results["engine load cpu s"]
     print()
-    print("engine load (once per worker thread, not in the figures above): "
-          + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in loads.items()))
-    print("CER/WER: edits ÷ reference characters/words, both sides in the same reading order "
-          "(bench/wordscore.py); values grounded: the answer's values that grounding finds in "
-          "the words read.")
+    print(
+        "engine load (once per worker thread, not in the figures above): "
+        + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in loads.items())
+    )
+    print(
+        "CER/WER: edits ÷ reference characters/words, both sides in the same reading order "
+        "(bench/wordscore.py); values grounded: the answer's values that grounding finds in "
+        "the words read."
+    )
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ocr", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ocr",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--docs", type=int, default=8, help="generated scanned documents")
     parser.add_argument("--skip-devset", action="store_true")
     parser.add_argument("--skip-samples", action="store_true")
-    parser.add_argument("--skip-before", action="store_true",
-                        help="leave out the tesseract-command baseline (the slowest)")
+    parser.add_argument(
+        "--skip-before",
+        action="store_true",
+        help="leave out the tesseract-command baseline (the slowest)",
+    )
     args = parser.parse_args(argv)
-    results = compare(args.docs, not args.skip_devset, not args.skip_samples,
-                      not args.skip_before)
+    results = compare(args.docs, not args.skip_devset, not args.skip_samples, not args.skip_before)
     path = common.write_results("ocr", results)
     print(f"figures saved to {path.relative_to(common.REPO_ROOT)}")
     print(common.reproduce_line("bench.ocr", list(argv if argv is not None else sys.argv[1:])))

@@ -52,8 +52,9 @@ LONG_EDGE = 1568
 JPEG_QUALITY = 85
 
 
-def cpu_ms(fn: Callable[[], Any], repeat: int,
-           clock: Callable[[], float] = time.thread_time) -> tuple[float, Any]:
+def cpu_ms(
+    fn: Callable[[], Any], repeat: int, clock: Callable[[], float] = time.thread_time
+) -> tuple[float, Any]:
     """Median CPU of `fn` in ms over `repeat` runs (this thread's unless `clock`), last result."""
     times, result = [], None
     for _ in range(repeat):
@@ -114,16 +115,25 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
         out: dict[str, float] = {}
         out["text ms"], _ = cpu_ms(lambda p=page: text_layer(p), repeat)
         out["render RGB ms"], pix = cpu_ms(
-            lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False), repeat)
+            lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False), repeat
+        )
         out["render grey ms"], gray_pix = cpu_ms(
-            lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False,
-                                                  colorspace=pymupdf.csGRAY),
-            repeat)
+            lambda p=page, m=matrix: p.get_pixmap(matrix=m, alpha=False, colorspace=pymupdf.csGRAY),
+            repeat,
+        )
         # Copies: an image that borrows a pixmap's buffer must not outlive the pixmap.
-        rgb = Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB",
-                               pix.stride, 1).copy()
-        grey = Image.frombuffer("L", (gray_pix.width, gray_pix.height), gray_pix.samples_mv,
-                                "raw", "L", gray_pix.stride, 1).copy()
+        rgb = Image.frombuffer(
+            "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+        ).copy()
+        grey = Image.frombuffer(
+            "L",
+            (gray_pix.width, gray_pix.height),
+            gray_pix.samples_mv,
+            "raw",
+            "L",
+            gray_pix.stride,
+            1,
+        ).copy()
 
         def save(image: Any, fmt: str, **kw: Any) -> bytes:
             buf = io.BytesIO()
@@ -132,12 +142,19 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
 
         out["JPEG RGB ms"], jpeg = cpu_ms(lambda pix=pix: encode_pixmap_jpeg(pix), repeat)
         out["JPEG Pillow ms"], _ = cpu_ms(
-            lambda pix=pix: save(Image.frombuffer("RGB", (pix.width, pix.height), pix.samples_mv,
-                                                  "raw", "RGB", pix.stride, 1),
-                                 "JPEG", quality=JPEG_QUALITY, optimize=False),
-            repeat)
+            lambda pix=pix: save(
+                Image.frombuffer(
+                    "RGB", (pix.width, pix.height), pix.samples_mv, "raw", "RGB", pix.stride, 1
+                ),
+                "JPEG",
+                quality=JPEG_QUALITY,
+                optimize=False,
+            ),
+            repeat,
+        )
         out["JPEG grey ms"], jpeg_grey = cpu_ms(
-            lambda im=grey: save(im, "JPEG", quality=JPEG_QUALITY, optimize=False), repeat)
+            lambda im=grey: save(im, "JPEG", quality=JPEG_QUALITY, optimize=False), repeat
+        )
         out["PNG ms"], png = cpu_ms(lambda im=rgb: save(im, "PNG"), repeat)
         out["PNG (PyMuPDF) ms"], png_mu = cpu_ms(lambda pix=pix: pix.tobytes("png"), repeat)
         out["JPEG KB"] = len(jpeg) / 1024
@@ -147,8 +164,9 @@ def page_costs(name: str, data: bytes, repeat: int) -> dict[str, Any]:
         out["JPEG PSNR dB"] = psnr(Image.open(io.BytesIO(jpeg)).convert("RGB"), rgb)
         out["pixels"] = pix.width * pix.height
         out["page() ms"], content = cpu_ms(lambda i=index: pipeline_doc.page(i), repeat)
-        out["page() process ms"], _ = cpu_ms(lambda i=index: pipeline_doc.page(i), repeat,
-                                             time.process_time)
+        out["page() process ms"], _ = cpu_ms(
+            lambda i=index: pipeline_doc.page(i), repeat, time.process_time
+        )
         out["passthrough"] = float(content.image_passthrough)
         rows.append(out)
     doc.close()
@@ -182,10 +200,12 @@ def other_costs(database_url: str, repeat: int) -> dict[str, Any]:
         pages = [source.page(i) for i in range(source.page_count)]
         source.close()
         expected = invoice.expected()
-        out[f"validate ms/doc ({label})"], _ = cpu_ms(lambda e=expected: validate(schema, e),
-                                                      repeat * 4)
+        out[f"validate ms/doc ({label})"], _ = cpu_ms(
+            lambda e=expected: validate(schema, e), repeat * 4
+        )
         out[f"verify ms/doc ({label})"], verdict = cpu_ms(
-            lambda e=expected, p=pages: verify(schema, e, p), repeat)
+            lambda e=expected, p=pages: verify(schema, e, p), repeat
+        )
         out[f"verify reasons ({label})"] = len(verdict.reasons)
 
     # Database: page rows + payloads for 64 one-page images, as the prepare stage writes them.
@@ -198,11 +218,13 @@ def other_costs(database_url: str, repeat: int) -> dict[str, Any]:
         for per_tx in (16, 1):
             with transaction(sessions) as session:
                 doc_id, _ = repo.register_document(
-                    session, ObjectRef("bench-pages", f"db-{per_tx}-{time.time()}", "v"), "invoice")
+                    session, ObjectRef("bench-pages", f"db-{per_tx}-{time.time()}", "v"), "invoice"
+                )
             batch = []
             for i in range(64):
-                p = page.__class__(**{**{f: getattr(page, f) for f in page.__dataclass_fields__},
-                                      "index": i})
+                p = page.__class__(
+                    **{**{f: getattr(page, f) for f in page.__dataclass_fields__}, "index": i}
+                )
                 batch.append(p)
             start_cpu, start_wall = time.thread_time(), time.perf_counter()
             for i in range(0, len(batch), per_tx):
@@ -212,14 +234,17 @@ def other_costs(database_url: str, repeat: int) -> dict[str, Any]:
             cpu_spent = time.thread_time() - start_cpu
             out[f"db write ms/page CPU ({per_tx}/tx)"] = cpu_spent * 1000 / 64
             out[f"db write ms/page wall ({per_tx}/tx)"] = (
-                (time.perf_counter() - start_wall) * 1000 / 64)
+                (time.perf_counter() - start_wall) * 1000 / 64
+            )
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM documents WHERE bucket = 'bench-pages'"))
     finally:
         engine.dispose()
-    out["payload KB/page"] = (len(page.image) + len(page.text)
-                              + len(json.dumps([[w.text, w.x0, w.y0, w.x1, w.y1, w.block, w.line]
-                                                for w in page.words]))) / 1024
+    out["payload KB/page"] = (
+        len(page.image)
+        + len(page.text)
+        + len(json.dumps([[w.text, w.x0, w.y0, w.x1, w.y1, w.block, w.line] for w in page.words]))
+    ) / 1024
     return out
 
 
@@ -292,14 +317,18 @@ def child(stage: str, document_id: int) -> int:
     start_cpu, start = time.process_time(), time.perf_counter()
     fn = process.prepare_document if stage == "prepare" else process.extract_document
     outcome = fn(deps, document_id)
-    print(json.dumps({
-        "baseline MB": baseline / 1024,
-        "peak MB": _peak_kb() / 1024,
-        "ru_maxrss MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "seconds": time.perf_counter() - start,
-        "cpu s": time.process_time() - start_cpu,
-        "outcome": str(getattr(outcome, "value", outcome)),
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline MB": baseline / 1024,
+                "peak MB": _peak_kb() / 1024,
+                "ru_maxrss MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "seconds": time.perf_counter() - start,
+                "cpu s": time.process_time() - start_cpu,
+                "outcome": str(getattr(outcome, "value", outcome)),
+            }
+        )
+    )
     return 0
 
 
@@ -334,9 +363,20 @@ def memory(database_url: str, copies: int) -> dict[str, Any]:
             for stage in ("prepare", "extract"):
                 log(f"memory: {stage} stage, {label} ({len(data) / 1024:.0f} KB), fresh process")
                 done = subprocess.run(
-                    [sys.executable, "-m", "bench.pages", "--child", stage,
-                     "--document-id", str(document_id)],
-                    cwd=common.REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.pages",
+                        "--child",
+                        stage,
+                        "--document-id",
+                        str(document_id),
+                    ],
+                    cwd=common.REPO_ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
                     check=False,
                 )
                 if done.returncode != 0:
@@ -357,17 +397,26 @@ def memory(database_url: str, copies: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pages", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pages",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (median)")
-    parser.add_argument("--samples", type=Path, default=common.SAMPLES_DIR,
-                        help="folder of sample PDFs (default: ../shared/samples/docs)")
-    parser.add_argument("--big-pages", type=int, default=1000,
-                        help="pages of the big PDF (a multiple of 10)")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=common.SAMPLES_DIR,
+        help="folder of sample PDFs (default: ../shared/samples/docs)",
+    )
+    parser.add_argument(
+        "--big-pages", type=int, default=1000, help="pages of the big PDF (a multiple of 10)"
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-ocr", action="store_true")
-    parser.add_argument("--ocr-docs", type=int, default=8,
-                        help="generated scanned documents in the OCR comparison")
+    parser.add_argument(
+        "--ocr-docs", type=int, default=8, help="generated scanned documents in the OCR comparison"
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--child", choices=("prepare", "extract"), help=argparse.SUPPRESS)
     parser.add_argument("--document-id", type=int, help=argparse.SUPPRESS)
@@ -382,26 +431,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.settings import load_settings
 
     database_url = args.database_url or make_url(load_settings().database_url).set(
-        database=DATABASE).render_as_string(hide_password=False)
+        database=DATABASE
+    ).render_as_string(hide_password=False)
     results: dict[str, Any] = {"cores": common.cores()}
 
     log("per-page render and encode")
     per_doc = [page_costs(name, data, args.repeat) for name, data in documents(args.samples)]
     results["pages"] = per_doc
     print()
-    print(f"## pages: cost per page (median of {args.repeat}, CPU ms of one thread; "
-          f"images at a long edge of {LONG_EDGE} px)")
+    print(
+        f"## pages: cost per page (median of {args.repeat}, CPU ms of one thread; "
+        f"images at a long edge of {LONG_EDGE} px)"
+    )
     print()
-    print(common.table(
-        ["document", "pages", "text (1 text page)", "render RGB", "render grey", "JPEG q85",
-         "JPEG q85 (Pillow)", "JPEG grey", "PNG", "PNG (PyMuPDF)", "JPEG KB", "JPEG grey KB",
-         "PNG KB", "JPEG PSNR dB", "page() total", "page() process", "passthrough"],
-        [[d["name"], d["pages"], d["text ms"], d["render RGB ms"], d["render grey ms"],
-          d["JPEG RGB ms"], d["JPEG Pillow ms"], d["JPEG grey ms"], d["PNG ms"],
-          d["PNG (PyMuPDF) ms"], d["JPEG KB"], d["JPEG grey KB"], d["PNG KB"], d["JPEG PSNR dB"],
-          d["page() ms"], d["page() process ms"], "yes" if d["passthrough"] >= 0.5 else "no"]
-         for d in per_doc],
-    ))
+    print(
+        common.table(
+            [
+                "document",
+                "pages",
+                "text (1 text page)",
+                "render RGB",
+                "render grey",
+                "JPEG q85",
+                "JPEG q85 (Pillow)",
+                "JPEG grey",
+                "PNG",
+                "PNG (PyMuPDF)",
+                "JPEG KB",
+                "JPEG grey KB",
+                "PNG KB",
+                "JPEG PSNR dB",
+                "page() total",
+                "page() process",
+                "passthrough",
+            ],
+            [
+                [
+                    d["name"],
+                    d["pages"],
+                    d["text ms"],
+                    d["render RGB ms"],
+                    d["render grey ms"],
+                    d["JPEG RGB ms"],
+                    d["JPEG Pillow ms"],
+                    d["JPEG grey ms"],
+                    d["PNG ms"],
+                    d["PNG (PyMuPDF) ms"],
+                    d["JPEG KB"],
+                    d["JPEG grey KB"],
+                    d["PNG KB"],
+                    d["JPEG PSNR dB"],
+                    d["page() ms"],
+                    d["page() process ms"],
+                    "yes" if d["passthrough"] >= 0.5 else "no",
+                ]
+                for d in per_doc
+            ],
+        )
+    )
     digital = [d for d in per_doc if "scan" not in d["name"]]
     if digital:
         jpeg = statistics.fmean(d["JPEG RGB ms"] for d in digital)
@@ -410,10 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         kb_j = statistics.fmean(d["JPEG KB"] for d in digital)
         kb_p = statistics.fmean(d["PNG KB"] for d in digital)
         print()
-        print(f"digital pages: PNG costs {png / jpeg:.1f}x the JPEG's CPU ({png:.1f} vs "
-              f"{jpeg:.1f} ms, {png / render:.1f}x the render) and {kb_p / kb_j:.1f}x its bytes "
-              f"({kb_p:.0f} vs {kb_j:.0f} KB); same pixels, so the same image tokens "
-              f"(~{statistics.fmean(d['pixels'] for d in digital) / 750:.0f}).")
+        print(
+            f"digital pages: PNG costs {png / jpeg:.1f}x the JPEG's CPU ({png:.1f} vs "
+            f"{jpeg:.1f} ms, {png / render:.1f}x the render) and {kb_p / kb_j:.1f}x its bytes "
+            f"({kb_p:.0f} vs {kb_j:.0f} KB); same pixels, so the same image tokens "
+            f"(~{statistics.fmean(d['pixels'] for d in digital) / 750:.0f})."
+        )
 
     log("validate, verify, database write")
     reset_database(database_url)
@@ -441,22 +530,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, fig in mem.items():
             if not isinstance(fig, dict):
                 continue
-            rows.append([key, fig["file KB"], fig["baseline MB"], fig["peak MB"],
-                         fig["peak MB"] - fig["baseline MB"], fig["ru_maxrss MB"], fig["seconds"],
-                         1000 * fig["cpu s"] / (10 if key.endswith("10 pages") else 10 * copies),
-                         fig["outcome"]])
-        print(common.table(["stage, document", "file KB", "RSS after imports MB",
-                            "peak RSS (VmHWM) MB", "growth MB", "ru_maxrss MB", "seconds",
-                            "CPU ms/page", "outcome"],
-                           rows))
+            rows.append(
+                [
+                    key,
+                    fig["file KB"],
+                    fig["baseline MB"],
+                    fig["peak MB"],
+                    fig["peak MB"] - fig["baseline MB"],
+                    fig["ru_maxrss MB"],
+                    fig["seconds"],
+                    1000 * fig["cpu s"] / (10 if key.endswith("10 pages") else 10 * copies),
+                    fig["outcome"],
+                ]
+            )
+        print(
+            common.table(
+                [
+                    "stage, document",
+                    "file KB",
+                    "RSS after imports MB",
+                    "peak RSS (VmHWM) MB",
+                    "growth MB",
+                    "ru_maxrss MB",
+                    "seconds",
+                    "CPU ms/page",
+                    "outcome",
+                ],
+                rows,
+            )
+        )
         print()
         for stage in ("prepare", "extract"):
             small, large = mem.get(f"{stage}, 10 pages"), mem.get(f"{stage}, {big}")
             if small and large:
                 ratio = large["peak MB"] / small["peak MB"]
                 results[f"{stage} memory ratio"] = ratio
-                print(f"{stage}: peak RSS {big} ÷ 10 pages = {ratio:.2f} "
-                      f"({'within' if ratio <= 2 else 'OVER'} the 2x target)")
+                print(
+                    f"{stage}: peak RSS {big} ÷ 10 pages = {ratio:.2f} "
+                    f"({'within' if ratio <= 2 else 'OVER'} the 2x target)"
+                )
         print("(PAGEMILL_MAX_PAGES was raised for this: the default of 200 refuses the big PDF.)")
     print()
     path = common.write_results("pages", results)

@@ -163,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-spread", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stats-file", type=Path, default=None)
-    parser.add_argument("--answers", type=Path, default=None,
-                        help="JSON: sha256 of a first page image -> the fields to answer")
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="JSON: sha256 of a first page image -> the fields to answer",
+    )
     args = parser.parse_args(argv)
 
     server = BenchModelServer(

@@ -26,9 +26,22 @@ _SHOPS = [
     ("DROGERIE KLEINMANN", "Bahnhofstr. 18, 80335 Muenchen"),
 ]
 _GOODS = [
-    "Whole milk 1L", "Rye bread", "Apples 1kg", "Coffee beans", "Butter 250g", "Orange juice",
-    "Toothpaste", "Pasta 500g", "Tomatoes", "Dish soap", "Cheddar 200g", "Batteries AA",
-    "Paper towels", "Sparkling water", "Yoghurt", "Bananas",
+    "Whole milk 1L",
+    "Rye bread",
+    "Apples 1kg",
+    "Coffee beans",
+    "Butter 250g",
+    "Orange juice",
+    "Toothpaste",
+    "Pasta 500g",
+    "Tomatoes",
+    "Dish soap",
+    "Cheddar 200g",
+    "Batteries AA",
+    "Paper towels",
+    "Sparkling water",
+    "Yoghurt",
+    "Bananas",
 ]
 
 

@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = load_settings()
     database_url = args.database_url or make_url(base.database_url).set(
-        database=DATABASE).render_as_string(hide_password=False)
+        database=DATABASE
+    ).render_as_string(hide_password=False)
     broker_url = args.broker_url or base.broker_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     aws, provider = _servers()
     endpoint = f"http://127.0.0.1:{aws.server_address[1]}"
@@ -177,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(docs: int, database_url: str, broker_url: str, endpoint: str,
-        provider_url: str) -> dict[str, Any]:
+def run(
+    docs: int, database_url: str, broker_url: str, endpoint: str, provider_url: str
+) -> dict[str, Any]:
     import logging
 
     from pipeline import storage
@@ -234,8 +236,10 @@ def run(docs: int, database_url: str, broker_url: str, endpoint: str,
             measured = n >= warm
             if n == warm:
                 pg_start = common.read_cpu([pg])
-            for stage, fn in (("prepare", process.prepare_document),
-                              ("extract", process.extract_document)):
+            for stage, fn in (
+                ("prepare", process.prepare_document),
+                ("extract", process.extract_document),
+            ):
                 timer.totals.clear()
                 timer.active = measured
                 start = time.thread_time()
@@ -266,20 +270,27 @@ def run(docs: int, database_url: str, broker_url: str, endpoint: str,
 
 def report(figures: dict[str, Any], docs: int) -> None:
     print()
-    print(f"## stages: CPU per one-page invoice, in-process ({docs} documents, "
-          f"{common.cores()} cores)")
+    print(
+        f"## stages: CPU per one-page invoice, in-process ({docs} documents, "
+        f"{common.cores()} cores)"
+    )
     for stage in ("prepare", "extract"):
         print()
         total = figures["total ms/page"][stage]
         print(f"### {stage}: {total:.1f} ms CPU per page")
         print()
-        rows = [[label, value, 100 * value / total]
-                for label, value in figures["steps ms/page"][stage].items() if value >= 0.05]
+        rows = [
+            [label, value, 100 * value / total]
+            for label, value in figures["steps ms/page"][stage].items()
+            if value >= 0.05
+        ]
         print(common.table(["step", "ms/page", "%"], rows))
     both = sum(figures["total ms/page"].values())
     print()
-    print(f"both stages: {both:.1f} ms/page in the worker process; Postgres backends "
-          f"{figures['postgres backend ms/page']:.1f} ms/page")
+    print(
+        f"both stages: {both:.1f} ms/page in the worker process; Postgres backends "
+        f"{figures['postgres backend ms/page']:.1f} ms/page"
+    )
 
 
 if __name__ == "__main__":

@@ -95,46 +95,93 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         prog="python -m bench.throughput",
         description="End-to-end throughput against a fake model provider.",
     )
-    parser.add_argument("--setups", default="fitted,naive,high,scanned",
-                        help="comma-separated: fitted, naive, high, scanned")
-    parser.add_argument("--docs", type=int, default=600,
-                        help="one-page documents in the fitted run")
-    parser.add_argument("--naive-docs", type=int, default=24,
-                        help="documents in the naive run (it does ~40 pages/min)")
-    parser.add_argument("--high-docs", type=int, default=800,
-                        help="documents in the 200-in-flight run")
-    parser.add_argument("--scanned-docs", type=int, default=160,
-                        help="documents in the scanned run (invoice scans and receipt photos)")
-    parser.add_argument("--scanned-pool", type=int, default=24,
-                        help="distinct scanned documents the uploads cycle through")
-    parser.add_argument("--limit", type=int, default=64,
-                        help="provider concurrency limit (PAGEMILL_RATE_LIMITS inflight)")
+    parser.add_argument(
+        "--setups",
+        default="fitted,naive,high,scanned",
+        help="comma-separated: fitted, naive, high, scanned",
+    )
+    parser.add_argument(
+        "--docs", type=int, default=600, help="one-page documents in the fitted run"
+    )
+    parser.add_argument(
+        "--naive-docs",
+        type=int,
+        default=24,
+        help="documents in the naive run (it does ~40 pages/min)",
+    )
+    parser.add_argument(
+        "--high-docs", type=int, default=800, help="documents in the 200-in-flight run"
+    )
+    parser.add_argument(
+        "--scanned-docs",
+        type=int,
+        default=160,
+        help="documents in the scanned run (invoice scans and receipt photos)",
+    )
+    parser.add_argument(
+        "--scanned-pool",
+        type=int,
+        default=24,
+        help="distinct scanned documents the uploads cycle through",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=64,
+        help="provider concurrency limit (PAGEMILL_RATE_LIMITS inflight)",
+    )
     parser.add_argument("--high-limit", type=int, default=200)
     parser.add_argument("--latency-mean", type=float, default=3.0, help="seconds per model call")
-    parser.add_argument("--latency-dist", choices=("fixed", "uniform", "lognormal"),
-                        default="lognormal")
-    parser.add_argument("--latency-spread", type=float, default=0.3,
-                        help="uniform: ± seconds; lognormal: sigma")
+    parser.add_argument(
+        "--latency-dist", choices=("fixed", "uniform", "lognormal"), default="lognormal"
+    )
+    parser.add_argument(
+        "--latency-spread", type=float, default=0.3, help="uniform: ± seconds; lognormal: sigma"
+    )
     parser.add_argument("--prepare-concurrency", type=int, default=2)
     parser.add_argument("--naive-concurrency", type=int, default=2)
-    parser.add_argument("--latency-docs", type=int, default=40,
-                        help="documents in the fitted set-up's unsaturated phase (0: skip)")
-    parser.add_argument("--latency-load", type=float, default=0.25,
-                        help="unsaturated phase: upload rate as a share of the provider bound")
+    parser.add_argument(
+        "--latency-docs",
+        type=int,
+        default=40,
+        help="documents in the fitted set-up's unsaturated phase (0: skip)",
+    )
+    parser.add_argument(
+        "--latency-load",
+        type=float,
+        default=0.25,
+        help="unsaturated phase: upload rate as a share of the provider bound",
+    )
     parser.add_argument("--warmup-docs", type=int, default=6)
-    parser.add_argument("--setup-timeout", type=float, default=420.0,
-                        help="hard limit per set-up, seconds")
-    parser.add_argument("--timeout", type=float, default=1200.0,
-                        help="hard limit for the whole run, seconds")
-    parser.add_argument("--database-url", default=None,
-                        help=f"default: PAGEMILL_DATABASE_URL's server, db {DEFAULT_DATABASE}")
-    parser.add_argument("--broker-url", default=None,
-                        help=f"default: PAGEMILL_BROKER_URL's server, db {DEFAULT_REDIS_DB}")
-    parser.add_argument("--aws", choices=("fake", "moto"), default="fake",
-                        help="S3 + SQS server: bench.fakeaws (default) or moto (~10x the CPU)")
-    parser.add_argument("--no-concurrency-env", dest="concurrency_env", action="store_false",
-                        help="start workers with --concurrency only, without setting "
-                             "PAGEMILL_WORKER_CONCURRENCY (which sizes the broker pool)")
+    parser.add_argument(
+        "--setup-timeout", type=float, default=420.0, help="hard limit per set-up, seconds"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1200.0, help="hard limit for the whole run, seconds"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=f"default: PAGEMILL_DATABASE_URL's server, db {DEFAULT_DATABASE}",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=None,
+        help=f"default: PAGEMILL_BROKER_URL's server, db {DEFAULT_REDIS_DB}",
+    )
+    parser.add_argument(
+        "--aws",
+        choices=("fake", "moto"),
+        default="fake",
+        help="S3 + SQS server: bench.fakeaws (default) or moto (~10x the CPU)",
+    )
+    parser.add_argument(
+        "--no-concurrency-env",
+        dest="concurrency_env",
+        action="store_false",
+        help="start workers with --concurrency only, without setting "
+        "PAGEMILL_WORKER_CONCURRENCY (which sizes the broker pool)",
+    )
     parser.add_argument("--log-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -146,8 +193,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     database_url = args.database_url or make_url(settings.database_url).set(
         database=DEFAULT_DATABASE
     ).render_as_string(hide_password=False)
-    broker_url = args.broker_url or re.sub(r"(/\d+)?$", f"/{DEFAULT_REDIS_DB}",
-                                           settings.broker_url, count=1)
+    broker_url = args.broker_url or re.sub(
+        r"(/\d+)?$", f"/{DEFAULT_REDIS_DB}", settings.broker_url, count=1
+    )
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = set(setups) - {"fitted", "naive", "high", "scanned"}
     if unknown:
@@ -316,7 +364,10 @@ class Uploader:
 
         item = self.pool[index % len(self.pool)]
         self._client().put_object(
-            Bucket=self.bucket, Key=key, Body=item.data, ContentType=item.content_type,
+            Bucket=self.bucket,
+            Key=key,
+            Body=item.data,
+            ContentType=item.content_type,
             Metadata={METADATA_KEY: item.schema} if item.schema else {},
         )
         return time.time()
@@ -362,18 +413,25 @@ def setups_for(opts: Options) -> list[Setup]:
         latency_docs=latency_docs,
         slots=limit,
         workers=[
-            ("prepare worker",
-             ["worker", "--queues", "prepare", "--pool", "prefork", "--concurrency", str(p)], p),
-            ("extract worker",
-             ["worker", "--queues", "extract", "--pool", "threads", "--concurrency", str(limit)],
-             limit),
+            (
+                "prepare worker",
+                ["worker", "--queues", "prepare", "--pool", "prefork", "--concurrency", str(p)],
+                p,
+            ),
+            (
+                "extract worker",
+                ["worker", "--queues", "extract", "--pool", "threads", "--concurrency", str(limit)],
+                limit,
+            ),
         ],
     )
     table = {
         "fitted": fitted(
             "fitted",
             f"fitted: prefork prepare c={p} + threads extract c={opts.limit}",
-            opts.limit, opts.docs, opts.latency_docs,
+            opts.limit,
+            opts.docs,
+            opts.latency_docs,
         ),
         "naive": Setup(
             name="naive",
@@ -382,22 +440,31 @@ def setups_for(opts: Options) -> list[Setup]:
             docs=opts.naive_docs,
             slots=min(opts.limit, opts.naive_concurrency),
             workers=[
-                ("worker (all queues)",
-                 ["worker", "--pool", "prefork", "--concurrency", str(opts.naive_concurrency)],
-                 opts.naive_concurrency),
+                (
+                    "worker (all queues)",
+                    ["worker", "--pool", "prefork", "--concurrency", str(opts.naive_concurrency)],
+                    opts.naive_concurrency,
+                ),
             ],
         ),
         "high": fitted(
             "high",
             f"high: prefork prepare c={p} + threads extract c={opts.high_limit}",
-            opts.high_limit, opts.high_docs, 0,
+            opts.high_limit,
+            opts.high_docs,
+            0,
         ),
-        "scanned": replace(fitted(
-            "scanned",
-            f"scanned: prefork prepare c={p} + threads extract c={opts.limit}, invoice scans "
-            "and receipt photos, OCR for grounding",
-            opts.limit, opts.scanned_docs, 0,
-        ), scanned=True),
+        "scanned": replace(
+            fitted(
+                "scanned",
+                f"scanned: prefork prepare c={p} + threads extract c={opts.limit}, invoice scans "
+                "and receipt photos, OCR for grounding",
+                opts.limit,
+                opts.scanned_docs,
+                0,
+            ),
+            scanned=True,
+        ),
     }
     return [table[name] for name in opts.setups]
 
@@ -428,8 +495,16 @@ def _scan_logs(paths: list[Path]) -> dict[str, int]:
 class SetupRun:
     """Runs one set-up from start to stop; `figures` holds what it measured."""
 
-    def __init__(self, opts: Options, setup: Setup, s3: Helper, engine: Any,
-                 pool: list[PoolItem], deadline: float, answers: Path | None = None) -> None:
+    def __init__(
+        self,
+        opts: Options,
+        setup: Setup,
+        s3: Helper,
+        engine: Any,
+        pool: list[PoolItem],
+        deadline: float,
+        answers: Path | None = None,
+    ) -> None:
         self.opts, self.setup, self.engine = opts, setup, engine
         self.s3_url, self.s3_pid = s3.url, s3.popen.pid
         self.pool = pool
@@ -494,11 +569,18 @@ class SetupRun:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.provider = start_helper(
             "provider",
-            ["bench.provider", "--latency-mean", str(self.opts.latency_mean),
-             "--latency-dist", self.opts.latency_dist,
-             "--latency-spread", str(self.opts.latency_spread),
-             "--stats-file", str(self.stats_file),
-             *(["--answers", str(self.answers)] if self.answers else [])],
+            [
+                "bench.provider",
+                "--latency-mean",
+                str(self.opts.latency_mean),
+                "--latency-dist",
+                self.opts.latency_dist,
+                "--latency-spread",
+                str(self.opts.latency_spread),
+                "--stats-file",
+                str(self.stats_file),
+                *(["--answers", str(self.answers)] if self.answers else []),
+            ],
             self.log_dir,
         )
         self.settings = settings_for(self.s3_url)
@@ -513,8 +595,9 @@ class SetupRun:
             worker_env = dict(self.env)
             if self.opts.concurrency_env:
                 worker_env["PAGEMILL_WORKER_CONCURRENCY"] = str(concurrency)
-            proc = devstack.spawn(re.sub(r"[^a-z]+", "-", name).strip("-"),
-                                  args, worker_env, self.log_dir)
+            proc = devstack.spawn(
+                re.sub(r"[^a-z]+", "-", name).strip("-"), args, worker_env, self.log_dir
+            )
             proc.name = name
             self.processes.append(proc)
             workers.append(proc)
@@ -539,14 +622,19 @@ class SetupRun:
         from sqlalchemy import text
 
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                text("SELECT count(*) FROM documents WHERE bucket = :b AND key LIKE :p"
-                     " AND status = ANY(:f)"),
-                {"b": bucket, "p": prefix + "%", "f": list(FINAL)},
-            ).scalar_one())
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM documents WHERE bucket = :b AND key LIKE :p"
+                        " AND status = ANY(:f)"
+                    ),
+                    {"b": bucket, "p": prefix + "%", "f": list(FINAL)},
+                ).scalar_one()
+            )
 
-    def _wait(self, bucket: str, prefix: str, count: int,
-              tick: Callable[[], None] | None = None) -> int:
+    def _wait(
+        self, bucket: str, prefix: str, count: int, tick: Callable[[], None] | None = None
+    ) -> int:
         done = 0
         last_report = time.monotonic()
         while True:
@@ -570,8 +658,9 @@ class SetupRun:
         from sqlalchemy import text
 
         with self.engine.connect() as conn:
-            return list(conn.execute(
-                text("""
+            return list(
+                conn.execute(
+                    text("""
                     SELECT d.key, d.status, coalesce(d.page_count, 0) AS pages,
                            extract(epoch FROM d.created_at)::float8 AS created,
                            extract(epoch FROM d.finished_at)::float8 AS finished,
@@ -584,8 +673,9 @@ class SetupRun:
                      WHERE d.bucket = :b AND d.key LIKE :p
                      GROUP BY d.id
                 """),
-                {"b": bucket, "p": prefix + "%"},
-            ))
+                    {"b": bucket, "p": prefix + "%"},
+                )
+            )
 
     def _provider_stats(self) -> dict[str, Any] | None:
         import json
@@ -609,12 +699,17 @@ class SetupRun:
             Group("fake provider", [self.provider.popen.pid] if self.provider else []),
             Group(f"S3+SQS ({opts.aws})", [self.s3_pid]),
             Group("bench driver", match=lambda pid, comm: pid == os.getpid()),
-            Group("postgres (bench db)", match=common.postgres_backends(
-                opts.database_url.rsplit("/", 1)[-1].split("?")[0])),
+            Group(
+                "postgres (bench db)",
+                match=common.postgres_backends(opts.database_url.rsplit("/", 1)[-1].split("?")[0]),
+            ),
             Group("redis", match=common.redis_server(_redis_port(opts.broker_url))),
             # The prefork pool's parent alone (its children are in the group above).
-            *[Group(f"{w.name}: main process", [w.popen.pid], own_only=True)
-              for w in workers if "prefork" in w.popen.args],
+            *[
+                Group(f"{w.name}: main process", [w.popen.pid], own_only=True)
+                for w in workers
+                if "prefork" in w.popen.args
+            ],
         ]
         worker_names = [w.name for w in workers]
         pipeline_names = ["ingest", *worker_names]
@@ -656,8 +751,9 @@ class SetupRun:
                 last_sample[0] = time.monotonic()
 
         log(f"{setup.name}: starting intake of {len(keys)} bucket events")
-        intake = devstack.spawn("ingest-load", ["ingest", "--queue-url", load_queue], self.env,
-                                self.log_dir)
+        intake = devstack.spawn(
+            "ingest-load", ["ingest", "--queue-url", load_queue], self.env, self.log_dir
+        )
         self.processes.append(intake)
         ingest_group.roots.append(intake.popen.pid)
         limit = time.monotonic() + 120
@@ -687,7 +783,8 @@ class SetupRun:
         ours = [g.name for g in groups if not g.own_only]
         fig["accounted cpu ms/page"] = 1000 * sum(cpu[n] for n in ours) / pages
         fig["other load (cores)"] = max(0.0, cpu["machine busy"] - sum(cpu[n] for n in ours)) / max(
-            cpu["wall"], 1e-9)
+            cpu["wall"], 1e-9
+        )
         fig["peak pss MB"] = {n: memory.peak_pss_kb[n] / 1024 for n in memory.peak_pss_kb}
         fig["peak hwm MB"] = {n: memory.peak_hwm_kb[n] / 1024 for n in memory.peak_hwm_kb}
         fig["worker names"] = worker_names
@@ -713,8 +810,13 @@ class SetupRun:
             "extract minus model (incl. queue) p95 s": common.percentile(after_prepare, 95),
         }
 
-    def _throughput(self, rows: list[Any], uploaded: dict[str, float],
-                    samples: list[tuple[float, Any, Any]], ideal_per_min: float) -> dict[str, Any]:
+    def _throughput(
+        self,
+        rows: list[Any],
+        uploaded: dict[str, float],
+        samples: list[tuple[float, Any, Any]],
+        ideal_per_min: float,
+    ) -> dict[str, Any]:
         done = sorted((r for r in rows if r.finished is not None), key=lambda r: r.finished)
         out: dict[str, Any] = self._latencies(rows, uploaded)
         out["calls per document"] = (sum(r.calls for r in rows) / len(rows)) if rows else 0.0
@@ -729,8 +831,9 @@ class SetupRun:
         span = max(hi.finished - lo.finished, 1e-9)
         out["pages/min"] = pages_between / span * 60
         first_upload = min(uploaded.values()) if uploaded else done[0].created
-        out["overall pages/min"] = sum(r.pages for r in done) / max(
-            done[-1].finished - first_upload, 1e-9) * 60
+        out["overall pages/min"] = (
+            sum(r.pages for r in done) / max(done[-1].finished - first_upload, 1e-9) * 60
+        )
         out["ratio to ideal"] = out["pages/min"] / ideal_per_min
         out["window s"] = span
         # The provider's mean concurrency and our CPU over the same window.
@@ -741,7 +844,8 @@ class SetupRun:
                 dt = after[2]["at"] - before[2]["at"]
                 out["mean in flight"] = (
                     (after[2]["in_flight_area_s"] - before[2]["in_flight_area_s"]) / dt
-                    if dt > 0 else float("nan")
+                    if dt > 0
+                    else float("nan")
                 )
                 out["peak in flight"] = after[2]["in_flight_peak"]
             cpu = common.cpu_delta(before[1], after[1])
@@ -876,18 +980,24 @@ def run(opts: Options) -> dict[str, Any]:
         log(f"resetting database {database} and Redis {opts.broker_url}")
         reset_database(opts.database_url)
         engine = create_engine(opts.database_url, pool_size=2)
-        s3 = start_helper("s3", ["bench.fakeaws", *(["--moto"] if opts.aws == "moto" else [])],
-                          opts.log_dir)
+        s3 = start_helper(
+            "s3", ["bench.fakeaws", *(["--moto"] if opts.aws == "moto" else [])], opts.log_dir
+        )
         for setup in setups_for(opts):
             if time.monotonic() > deadline:
                 log(f"no time left for {setup.name}")
                 break
             empty_tables(engine)
             flush_redis(opts.broker_url)
-            log(f"=== {setup.title}: {setup.docs} documents, limit {setup.limit}, "
-                f"latency {opts.latency_dist} mean {opts.latency_mean}s")
-            one = (SetupRun(opts, setup, s3, engine, scanned_pool, deadline, answers)
-                   if setup.scanned else SetupRun(opts, setup, s3, engine, pool, deadline))
+            log(
+                f"=== {setup.title}: {setup.docs} documents, limit {setup.limit}, "
+                f"latency {opts.latency_dist} mean {opts.latency_mean}s"
+            )
+            one = (
+                SetupRun(opts, setup, s3, engine, scanned_pool, deadline, answers)
+                if setup.scanned
+                else SetupRun(opts, setup, s3, engine, pool, deadline)
+            )
             try:
                 figures = one.run()
             except RuntimeError as exc:
@@ -895,8 +1005,7 @@ def run(opts: Options) -> dict[str, Any]:
                 figures = {**one.figures, "error": str(exc)}
             finally:
                 one.stop()
-            figures["log counts"] = _scan_logs(
-                [p.log_path for p in one.processes])
+            figures["log counts"] = _scan_logs([p.log_path for p in one.processes])
             results["setups"][setup.name] = figures
     finally:
         signal.alarm(0)
@@ -966,8 +1075,10 @@ def bound_of(fig: dict[str, Any]) -> tuple[str, float, float]:
 def summarise(opts: Options, results: dict[str, Any]) -> None:
     setups = results["setups"]
     print()
-    print(f"## throughput ({common.cores()} cores; latency {opts.latency_dist}, mean "
-          f"{opts.latency_mean:g} s, spread {opts.latency_spread:g}; one-page invoices)")
+    print(
+        f"## throughput ({common.cores()} cores; latency {opts.latency_dist}, mean "
+        f"{opts.latency_mean:g} s, spread {opts.latency_spread:g}; one-page invoices)"
+    )
     print()
     rows = []
     for name, fig in setups.items():
@@ -981,36 +1092,56 @@ def summarise(opts: Options, results: dict[str, Any]) -> None:
         fig["pipeline cpu ceiling pages/min"] = _ceiling(fig, pipeline)
         fig["cpu ceiling all cores pages/min"] = _ceiling(fig, _names(fig))
         fig["other load in window (cores)"] = other_load(fig)
-        rows.append([
-            name,
-            f"{fig['pages']}" + (" (TIMED OUT)" if fig.get("timed out") else ""),
-            fig["pages/min"],
-            fig["overall pages/min"],
-            fig["ideal pages/min"],
-            fig.get("ratio to ideal", float("nan")),
-            f"{bound} {bound_value:,.0f}",
-            ratio,
-            fig.get("mean in flight", float("nan")),
-            fig["e2e p50 s"],
-            fig["e2e p95 s"],
-            fig["worker cpu ms/page"],
-            fig["pipeline cpu ms/page"],
-            fig["accounted cpu ms/page"],
-            " / ".join(f"{fig['peak pss MB'][w]:.0f}" for w in workers),
-        ])
-    print(common.table(
-        ["set-up", "pages", "pages/min (steady)", "pages/min (overall)", "ideal", "ratio",
-         "bound", "ratio to bound", "mean in flight", "e2e p50 s", "e2e p95 s",
-         "worker CPU ms/page", "pipeline CPU ms/page", "all CPU ms/page", "peak PSS MB/worker"],
-        rows,
-    ))
+        rows.append(
+            [
+                name,
+                f"{fig['pages']}" + (" (TIMED OUT)" if fig.get("timed out") else ""),
+                fig["pages/min"],
+                fig["overall pages/min"],
+                fig["ideal pages/min"],
+                fig.get("ratio to ideal", float("nan")),
+                f"{bound} {bound_value:,.0f}",
+                ratio,
+                fig.get("mean in flight", float("nan")),
+                fig["e2e p50 s"],
+                fig["e2e p95 s"],
+                fig["worker cpu ms/page"],
+                fig["pipeline cpu ms/page"],
+                fig["accounted cpu ms/page"],
+                " / ".join(f"{fig['peak pss MB'][w]:.0f}" for w in workers),
+            ]
+        )
+    print(
+        common.table(
+            [
+                "set-up",
+                "pages",
+                "pages/min (steady)",
+                "pages/min (overall)",
+                "ideal",
+                "ratio",
+                "bound",
+                "ratio to bound",
+                "mean in flight",
+                "e2e p50 s",
+                "e2e p95 s",
+                "worker CPU ms/page",
+                "pipeline CPU ms/page",
+                "all CPU ms/page",
+                "peak PSS MB/worker",
+            ],
+            rows,
+        )
+    )
     print()
-    print("pages/min (steady): completions between the 10th and 90th percentile; ideal: limit ÷ "
-          "mean latency × 60; e2e: upload → documents.finished_at, where the upload time is when "
-          "the intake started (all documents are uploaded first, then the intake is started on "
-          "their events: this includes queueing); worker CPU: the worker process trees; "
-          "pipeline: workers + intake; all: + fake provider, S3+SQS server, this driver, Postgres "
-          "backends, Redis.")
+    print(
+        "pages/min (steady): completions between the 10th and 90th percentile; ideal: limit ÷ "
+        "mean latency × 60; e2e: upload → documents.finished_at, where the upload time is when "
+        "the intake started (all documents are uploaded first, then the intake is started on "
+        "their events: this includes queueing); worker CPU: the worker process trees; "
+        "pipeline: workers + intake; all: + fake provider, S3+SQS server, this driver, Postgres "
+        "backends, Redis."
+    )
     for name, fig in setups.items():
         if "cpu s" not in fig:
             continue
@@ -1019,26 +1150,45 @@ def summarise(opts: Options, results: dict[str, Any]) -> None:
         print()
         cpu = fig["cpu s"]
         pages = fig["pages"]
-        print(common.table(
-            ["process", "CPU s", "CPU ms/page", "peak PSS MB", "peak RSS (VmHWM) MB"],
-            [[n if ":" not in n else f"  ({n}, included above)", cpu[n], 1000 * cpu[n] / pages,
-              fig["peak pss MB"].get(n, float("nan")), fig["peak hwm MB"].get(n, float("nan"))]
-             for n in cpu if n not in ("machine busy", "wall")]
-            + [["machine (all processes)", cpu["machine busy"], 1000 * cpu["machine busy"] / pages,
-                None, None]],
-        ))
+        print(
+            common.table(
+                ["process", "CPU s", "CPU ms/page", "peak PSS MB", "peak RSS (VmHWM) MB"],
+                [
+                    [
+                        n if ":" not in n else f"  ({n}, included above)",
+                        cpu[n],
+                        1000 * cpu[n] / pages,
+                        fig["peak pss MB"].get(n, float("nan")),
+                        fig["peak hwm MB"].get(n, float("nan")),
+                    ]
+                    for n in cpu
+                    if n not in ("machine busy", "wall")
+                ]
+                + [
+                    [
+                        "machine (all processes)",
+                        cpu["machine busy"],
+                        1000 * cpu["machine busy"] / pages,
+                        None,
+                        None,
+                    ]
+                ],
+            )
+        )
         extra = {
             "calls the set-up can have in flight": f"{fig['slots']} (÷ mean latency = "
-                                                   f"{fig['slots pages/min']:,.0f} pages/min)",
+            f"{fig['slots pages/min']:,.0f} pages/min)",
             "statuses": fig["statuses"],
             "calls per document": round(fig["calls per document"], 3),
             "upload rate docs/s": round(fig["upload rate (docs/s)"], 1),
             "peak in flight (provider)": fig.get("peak in flight"),
             "other jobs on the machine (cores)": f"{fig['other load (cores)']:.2f}",
-            "CPU ceiling, all accounted processes on all cores (pages/min)":
-                round(fig["cpu ceiling all cores pages/min"]),
-            "CPU ceiling, pipeline alone (workers + intake) on all cores (pages/min)":
-                round(fig["pipeline cpu ceiling pages/min"]),
+            "CPU ceiling, all accounted processes on all cores (pages/min)": round(
+                fig["cpu ceiling all cores pages/min"]
+            ),
+            "CPU ceiling, pipeline alone (workers + intake) on all cores (pages/min)": round(
+                fig["pipeline cpu ceiling pages/min"]
+            ),
             "log counts": fig.get("log counts"),
         }
         print()
@@ -1047,50 +1197,84 @@ def summarise(opts: Options, results: dict[str, Any]) -> None:
         if "unsaturated" in fig:
             u = fig["unsaturated"]
             print()
-            print(f"unsaturated phase ({u['documents']} documents paced at "
-                  f"{u['upload rate (docs/s)']:.1f}/s, {opts.latency_load:.0%} of the bound):")
+            print(
+                f"unsaturated phase ({u['documents']} documents paced at "
+                f"{u['upload rate (docs/s)']:.1f}/s, {opts.latency_load:.0%} of the bound):"
+            )
             print()
-            print(common.table(
-                ["e2e p50 s", "e2e p95 s", "model call p50 s", "overhead p50 s",
-                 "overhead p95 s", "intake p95 s", "prepare+queue p95 s",
-                 "extract-model+queue p95 s"],
-                [[u["e2e p50 s"], u["e2e p95 s"], u["model s p50"], u["overhead p50 s"],
-                  u["overhead p95 s"], u["intake p95 s"], u["prepare (incl. queue) p95 s"],
-                  u["extract minus model (incl. queue) p95 s"]]],
-            ))
+            print(
+                common.table(
+                    [
+                        "e2e p50 s",
+                        "e2e p95 s",
+                        "model call p50 s",
+                        "overhead p50 s",
+                        "overhead p95 s",
+                        "intake p95 s",
+                        "prepare+queue p95 s",
+                        "extract-model+queue p95 s",
+                    ],
+                    [
+                        [
+                            u["e2e p50 s"],
+                            u["e2e p95 s"],
+                            u["model s p50"],
+                            u["overhead p50 s"],
+                            u["overhead p95 s"],
+                            u["intake p95 s"],
+                            u["prepare (incl. queue) p95 s"],
+                            u["extract minus model (incl. queue) p95 s"],
+                        ]
+                    ],
+                )
+            )
     steps = results.get("scanned steps")
     if steps:
         print()
-        print(f"### scanned: CPU per scanned page by step (this process, {steps['documents']} "
-              f"documents, {steps['pages']} pages, fast OCR setting)")
+        print(
+            f"### scanned: CPU per scanned page by step (this process, {steps['documents']} "
+            f"documents, {steps['pages']} pages, fast OCR setting)"
+        )
         print()
         per = steps["ms/page"]
-        print(common.table(
-            [*STEP_ORDER, "total"],
-            [[*(per.get(k, 0.0) for k in STEP_ORDER), steps["total ms/page"]]],
-        ))
+        print(
+            common.table(
+                [*STEP_ORDER, "total"],
+                [[*(per.get(k, 0.0) for k in STEP_ORDER), steps["total ms/page"]]],
+            )
+        )
         print()
-        print(f"values grounded in the OCR words: {steps['grounded']}/{steps['values']} "
-              f"({steps['grounded'] / max(steps['values'], 1):.1%}); the throughput run's own "
-              "CPU per page includes Celery, the database, the model call's client side.")
-    if "fitted" in setups and "naive" in setups and "pages/min" in setups["naive"] \
-            and "pages/min" in setups["fitted"]:
+        print(
+            f"values grounded in the OCR words: {steps['grounded']}/{steps['values']} "
+            f"({steps['grounded'] / max(steps['values'], 1):.1%}); the throughput run's own "
+            "CPU per page includes Celery, the database, the model call's client side."
+        )
+    if (
+        "fitted" in setups
+        and "naive" in setups
+        and "pages/min" in setups["naive"]
+        and "pages/min" in setups["fitted"]
+    ):
         f, n = setups["fitted"], setups["naive"]
         print()
-        print(f"naive/fitted: throughput {n['pages/min'] / f['pages/min']:.3f} "
-              f"(fitted is {f['pages/min'] / n['pages/min']:.1f}x), worker CPU per page "
-              f"{n['worker cpu ms/page'] / f['worker cpu ms/page']:.2f}, "
-              f"peak PSS {sum(n['peak pss MB'][w] for w in n['worker names']):.0f} MB vs "
-              f"{sum(f['peak pss MB'][w] for w in f['worker names']):.0f} MB")
+        print(
+            f"naive/fitted: throughput {n['pages/min'] / f['pages/min']:.3f} "
+            f"(fitted is {f['pages/min'] / n['pages/min']:.1f}x), worker CPU per page "
+            f"{n['worker cpu ms/page'] / f['worker cpu ms/page']:.2f}, "
+            f"peak PSS {sum(n['peak pss MB'][w] for w in n['worker names']):.0f} MB vs "
+            f"{sum(f['peak pss MB'][w] for w in f['worker names']):.0f} MB"
+        )
     if "high" in setups and "pages/min" in setups["high"]:
         h = setups["high"]
-        print(f"high ({opts.high_limit} in flight): {h['pages/min']:,.0f} pages/min = "
-              f"{h['ratio to bound']:.2f} of its {h['bound']} bound "
-              f"({h['bound pages/min']:,.0f} pages/min); provider bound "
-              f"{h['ideal pages/min']:,.0f}; other jobs used "
-              f"{h['other load in window (cores)']:.2f} cores; pipeline-only CPU ceiling on all "
-              f"cores "
-              f"{h['pipeline cpu ceiling pages/min']:,.0f}")
+        print(
+            f"high ({opts.high_limit} in flight): {h['pages/min']:,.0f} pages/min = "
+            f"{h['ratio to bound']:.2f} of its {h['bound']} bound "
+            f"({h['bound pages/min']:,.0f} pages/min); provider bound "
+            f"{h['ideal pages/min']:,.0f}; other jobs used "
+            f"{h['other load in window (cores)']:.2f} cores; pipeline-only CPU ceiling on all "
+            f"cores "
+            f"{h['pipeline cpu ceiling pages/min']:,.0f}"
+        )
     print()
     path = common.write_results("throughput", results)
     print(f"figures saved to {path.relative_to(common.REPO_ROOT)}")
@@ -1104,8 +1288,10 @@ def scanned_headline(results: dict[str, Any]) -> str | None:
     fig = results["setups"].get("scanned", {})
     if "ratio to bound" not in fig:
         return None
-    return (f"scanned ratio: {fig['ratio to bound']:.2f} (bound: {fig['bound']}), "
-            f"cpu per scanned page: {fig['pipeline cpu ms/page']:.0f} ms")
+    return (
+        f"scanned ratio: {fig['ratio to bound']:.2f} (bound: {fig['bound']}), "
+        f"cpu per scanned page: {fig['pipeline cpu ms/page']:.0f} ms"
+    )
 
 
 def headline(results: dict[str, Any]) -> str | None:

@@ -82,7 +82,7 @@ def instrument(timer: StepTimer) -> None:
     from pipeline.extractors import anthropic as anthropic_extractor
     from pipeline.ratelimit import RedisRateLimiter
     from pipeline.schemas import SchemaSpec
-    from pipeline.usecases import extract, process
+    from pipeline.usecases import extract, finish, process
     from pipeline.usecases import verify as verify_module
 
     w = timer.wrap
@@ -105,8 +105,10 @@ def instrument(timer: StepTimer) -> None:
             finally:
                 timer.exit("commit")
 
-    timer._undo.append((process, "transaction", process.transaction))
-    process.transaction = transaction
+    # Transactions open in both: the stages in process, the end of a document in finish.
+    for module in (process, finish):
+        timer._undo.append((module, "transaction", module.transaction))
+        module.transaction = transaction
     # prepare
     w(storage, "download", "download (S3 GET, boto3)")
     w(process, "open_document", "open PDF")
@@ -128,7 +130,7 @@ def instrument(timer: StepTimer) -> None:
     w(anthropic_extractor.AnthropicExtractor, "call", "SDK call (client side of HTTP)")
     w(anthropic_extractor, "parse_message", "parse reply")
     w(extract, "validate", "validate (pydantic)")
-    w(process, "verify", "verify: rules")
+    w(finish, "verify", "verify: rules")
     w(verify_module, "ground", "verify: grounding")
     for name in ("record_calls", "save_extraction", "finish_document"):
         w(repo, name, "store call rows, result, finish document + pages")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -35,31 +35,53 @@ from pipeline import ocr, storage
 from pipeline.cost.hooks import DocumentBudgetSpent, Waiting
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
-from pipeline.db.models import Document
-from pipeline.db.session import UNAVAILABLE, patiently, transaction
+from pipeline.db.session import UNAVAILABLE, transaction
 from pipeline.domain import (
     CallRecord,
     DocumentStatus,
-    ExtractionResult,
     ObjectRef,
     PageContent,
-    PageStatus,
     Stage,
 )
-from pipeline.duplicates import check_duplicates
-from pipeline.errors import ErrorCategory, PermanentError, PipelineError, TransientError
-from pipeline.extractors.base import Extractor, ReviewsItsResult
+from pipeline.errors import PermanentError, TransientError
+from pipeline.extractors.base import Extractor
 from pipeline.pages import Limits, LoadedDocument, open_document
 from pipeline.ratelimit import NoRateLimiter, RateLimiter
 from pipeline.schemas import SchemaSpec, get_schema
 from pipeline.settings import Settings
 from pipeline.text.layer import trust_text_layer
+from pipeline.usecases.checkpoints import DatabaseCheckpoints
 from pipeline.usecases.einvoice import extractor_for_source
-from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages, recheck
-from pipeline.usecases.verify import ChunkedPages, verify
+from pipeline.usecases.extract import ExtractOptions, Meter, chunked, extract_pages
+from pipeline.usecases.finish import (
+    check_result,
+    fail_document,
+    finish_over_budget,
+    finish_with_result,
+    give_back,
+    give_up,
+    hold_waiting,
+)
+from pipeline.usecases.verify import ChunkedPages
 
 if TYPE_CHECKING:
     from pipeline.cost.control import CostServices, DocumentCost
+
+# check_result, fail_document and give_up live in pipeline/usecases/finish.py; importable from
+# here as well, where callers have always found them.
+__all__ = [
+    "Claimed",
+    "Collaborators",
+    "SourceRenderer",
+    "check_result",
+    "ensure_words",
+    "extract_document",
+    "fail_document",
+    "give_up",
+    "limits_from",
+    "options_from",
+    "prepare_document",
+]
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +247,13 @@ def prepare_document(
                 meter,
                 options,
             )
-            return _finish(deps, document_id, claimed, extractor, result, kept, source, meter)
+            return finish_with_result(
+                deps, document_id, claimed, extractor, result, kept, source, meter, options
+            )
         finally:
             source.close()
     except TransientError as exc:
-        _give_back(deps, document_id, meter, exc)
+        give_back(deps, document_id, meter, exc)
         raise
     except PermanentError as exc:
         fail_document(deps.sessions, document_id, exc, meter=meter, task_name="prepare")
@@ -311,7 +335,7 @@ def extract_document(
                 page_count,
                 lambda: repo.iter_page_words(deps.sessions, document_id, 0, page_count, size),
             )
-        return _finish(
+        return finish_with_result(
             deps,
             document_id,
             claimed,
@@ -324,13 +348,13 @@ def extract_document(
             deadline=deadline,
         )
     except Waiting as waiting:
-        _hold(deps, document_id, meter, waiting, owner)
+        hold_waiting(deps, document_id, meter, waiting, owner)
         return None
     except DocumentBudgetSpent as spent:
-        return _over_budget(deps, document_id, claimed, extractor, meter, spent)
+        return finish_over_budget(deps, document_id, claimed, extractor, meter, spent)
     except TransientError as exc:
         checkpoints.flush()  # what was paid for stays, whatever failed after it
-        _give_back(deps, document_id, meter, exc)
+        give_back(deps, document_id, meter, exc)
         raise
     except UNAVAILABLE:
         checkpoints.flush()  # waits for the database: the answers are written, not lost
@@ -355,212 +379,6 @@ def _load_chunks(
 _DEADLINE_MARGIN_S = 15.0
 
 
-class DatabaseCheckpoints:
-    """Chunk answers in Postgres (chunk_results), written with the calls that paid for them,
-    waiting for the database if it is down: an answer that arrived is kept, not asked for again.
-
-    A document of several chunks writes each answer as soon as it is validated (a worker killed
-    half-way loses no finished chunk). A one-chunk document writes its answer with the result,
-    in the final transaction, or with `flush` when anything after the call fails (a re-check the
-    provider refused, a database that went away): the common path costs no extra transaction;
-    only a worker killed between the answer and its storage pays for that answer again."""
-
-    def __init__(
-        self,
-        deps: Collaborators,
-        document_id: int,
-        claimed: Claimed,
-        meter: Meter,
-        deadline: float,
-        *,
-        eager: bool,
-    ) -> None:
-        self.deps, self.document_id, self.schema = deps, document_id, claimed.schema
-        self.meter, self.deadline, self.eager = meter, deadline, eager
-        self._saved: dict[tuple[int, int], dict[str, Any]] = {}
-        self._unwritten: dict[tuple[int, int], dict[str, Any]] = {}
-        self._calls_written = 0
-        if claimed.checkpointed:
-            with deps.sessions() as session:
-                self._saved = repo.load_checkpoints(
-                    session, document_id, self.schema.name, self.schema.version
-                )
-            if self._saved:
-                log.info(
-                    "document %s: resuming from %d checkpointed chunk(s)",
-                    document_id,
-                    len(self._saved),
-                )
-
-    def load(self, first: int, stop: int) -> dict[str, Any] | None:
-        return self._saved.get((first, stop))
-
-    def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
-        self._saved[(first, stop)] = record
-        self._unwritten[(first, stop)] = record
-        if self.eager:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the answers not written yet, with the calls made so far."""
-        if not self._unwritten:
-            return
-        unwritten = dict(self._unwritten)
-        # The calls of a validated chunk are final: write the ones not written yet.
-        calls = self.meter.calls[self._calls_written :]
-
-        def write(session: Session) -> None:
-            repo.record_calls(session, self.document_id, calls)
-            for (first, stop), record in unwritten.items():
-                repo.save_checkpoint(
-                    session,
-                    self.document_id,
-                    first,
-                    stop,
-                    self.schema.name,
-                    self.schema.version,
-                    record,
-                )
-
-        _keep(self.deps, write, self.deadline, self.document_id)
-        self._calls_written += len(calls)
-        for key in unwritten:
-            self._unwritten.pop(key, None)
-
-
-def _keep(
-    deps: Collaborators, write: Callable[[Session], Any], deadline: float, document_id: int
-) -> Any:
-    """Write what was paid for, waiting for the database while it is down (until `deadline`)."""
-    try:
-        return patiently(deps.sessions, write, deadline=deadline)
-    except UNAVAILABLE:
-        log.warning(
-            "document %s: the database stayed down past the task's time limit; the answer "
-            "held in memory is lost and will be asked for again",
-            document_id,
-        )
-        raise
-
-
-def check_result(
-    extractor: Extractor,
-    schema: SchemaSpec,
-    result: ExtractionResult,
-    pages: list[PageContent] | ChunkedPages,
-    renderer: Any,
-    prices: PriceTable,
-    meter: Meter,
-    options: ExtractOptions,
-) -> ExtractionResult:
-    """Rules and grounding; a cascade's stronger model for pages that fail them, then one bounded
-    re-check of fields that break a rule; sets the result's grounding and review reasons."""
-    assert result.data is not None
-    verdict = verify(schema, result.data, pages, confidence=result.confidence, notes=result.notes)
-    cost = options.cost if _is_document_cost(options.cost) else None
-    spent: DocumentBudgetSpent | None = None
-    try:
-        if cost is not None and (verdict.failures or verdict.ungrounded):
-            escalated = cost.escalate(
-                extractor,
-                result,
-                verdict.failures,
-                verdict.grounding,
-                verdict.ungrounded,
-                renderer,
-                meter,
-                options,
-            )
-            if escalated is not None:
-                result, extractor = escalated
-                assert result.data is not None
-                # The stronger model's answer: the rules' own confidences no longer apply.
-                verdict = verify(schema, result.data, pages, notes=result.notes)
-        settled = cost is not None and cost.settled  # a checked answer from the page cache
-        if verdict.failures and extractor.can_reask and options.max_rechecks > 0 and not settled:
-            assert result.data is not None
-            result.data = recheck(
-                extractor,
-                schema,
-                result.data,
-                verdict.failures,
-                verdict.grounding,
-                len(pages),
-                renderer,
-                prices,
-                meter,
-                options,
-            )
-            verdict = verify(schema, result.data, pages, notes=result.notes)
-    except DocumentBudgetSpent as exc:
-        spent = exc  # keep the answer as it stands; a human looks at it
-    result.grounding = verdict.grounding
-    assert result.data is not None
-    if isinstance(extractor, ReviewsItsResult):
-        reasons = extractor.review_reasons(result.data, verdict.failures, verdict.ungrounded)
-    else:
-        reasons = verdict.reasons
-    result.review_reasons = reasons + ([spent.reason] if spent else [])
-    result.calls = list(meter.calls)
-    return result
-
-
-def _is_document_cost(hooks: object) -> TypeGuard[DocumentCost]:
-    from pipeline.cost.control import DocumentCost
-
-    return isinstance(hooks, DocumentCost)
-
-
-def _finish(
-    deps: Collaborators,
-    document_id: int,
-    claimed: Claimed,
-    extractor: Extractor,
-    result: ExtractionResult,
-    pages: list[PageContent] | ChunkedPages,
-    renderer: Any,
-    meter: Meter,
-    options: ExtractOptions | None = None,
-    *,
-    deadline: float | None = None,
-) -> DocumentStatus:
-    options = options or options_from(deps.settings, deps.limiter)
-    result = check_result(
-        extractor, claimed.schema, result, pages, renderer, deps.prices, meter, options
-    )
-    if _is_document_cost(options.cost):
-        options.cost.document_done(result, meter)
-    reasons = list(result.review_reasons)
-
-    def store(session: Session) -> DocumentStatus:
-        # Under a lock on the invoice's key: of two copies finishing at once, one sees the other.
-        # Checked again on each try of the write (the database may have been down).
-        result.review_reasons = reasons + check_duplicates(
-            session, document_id, result.schema_name, result.data
-        )
-        status = DocumentStatus.NEEDS_REVIEW if result.needs_review else DocumentStatus.DONE
-        repo.record_calls(session, document_id, meter.calls)
-        repo.save_extraction(session, document_id, result)
-        repo.finish_document(session, document_id, status, pages=PageStatus.EXTRACTED)
-        return status
-
-    status: DocumentStatus
-    if deadline is None:  # the offline extractor: nothing paid, nothing to wait for
-        with transaction(deps.sessions) as session:
-            status = store(session)
-    else:
-        status = _keep(deps, store, deadline, document_id)
-    log.info(
-        "document %s %s: %d page(s), %d call(s), $%s",
-        document_id,
-        status.value,
-        len(pages),
-        len(meter.calls),
-        meter.cost_usd,
-    )
-    return status
-
-
 class SourceRenderer:
     """Renders pages of the original file on demand (re-reads at higher resolution), fetching
     it from the bucket only when first needed."""
@@ -578,83 +396,6 @@ class SourceRenderer:
     def close(self) -> None:
         if self._source is not None:
             self._source.close()
-
-
-def _hold(
-    deps: Collaborators, document_id: int, meter: Meter, waiting: Waiting, owner: str | None
-) -> None:
-    """Nothing failed: the document waits (visible as `waiting.reason`) and resumes by itself."""
-    from pipeline.cost.waiting import hold
-
-    with transaction(deps.sessions) as session:
-        repo.record_calls(session, document_id, meter.calls)
-        hold(session, document_id, waiting, owner)
-    log.info("document %s waits (%s): %s", document_id, waiting.reason, waiting.message)
-
-
-def _over_budget(
-    deps: Collaborators,
-    document_id: int,
-    claimed: Claimed,
-    extractor: Extractor,
-    meter: Meter,
-    spent: DocumentBudgetSpent,
-) -> DocumentStatus:
-    """The document's own budget ran out before it had an answer: no more calls; a human
-    looks at it (review), with the reason."""
-    result = ExtractionResult(
-        schema_name=claimed.schema.name,
-        schema_version=claimed.schema.version,
-        provider=extractor.provider,
-        model=extractor.model,
-        data=None,
-        valid=False,
-        errors=[spent.reason],
-        calls=list(meter.calls),
-        review_reasons=[spent.reason],
-    )
-    with transaction(deps.sessions) as session:
-        repo.record_calls(session, document_id, meter.calls)
-        repo.save_extraction(session, document_id, result)
-        repo.finish_document(
-            session, document_id, DocumentStatus.NEEDS_REVIEW, pages=PageStatus.EXTRACTED
-        )
-    log.info("document %s needs review: %s", document_id, spent.reason)
-    return DocumentStatus.NEEDS_REVIEW
-
-
-def _give_back(deps: Collaborators, document_id: int, meter: Meter, exc: TransientError) -> None:
-    with transaction(deps.sessions) as session:
-        repo.record_calls(session, document_id, meter.calls)
-        repo.release_for_retry(session, document_id, exc)
-
-
-def fail_document(
-    sessions: sessionmaker[Session],
-    document_id: int,
-    error: PipelineError,
-    *,
-    meter: Meter | None = None,
-    task_name: str = "process",
-) -> None:
-    """Final failure: the document says why, and a dead letter keeps it for replay."""
-    with transaction(sessions) as session:
-        if meter is not None:
-            repo.record_calls(session, document_id, meter.calls)
-        doc = session.get(Document, document_id)
-        attempts = doc.attempts if doc else 0
-        repo.finish_document(
-            session, document_id, DocumentStatus.FAILED, error, pages=PageStatus.FAILED
-        )
-        repo.add_dead_letter(session, document_id, task_name, error, attempts)
-    log.warning("document %s failed: %s", document_id, error)
-
-
-def give_up(sessions: sessionmaker[Session], document_id: int, error: BaseException) -> None:
-    """Retries ran out (or an unexpected error): fail for good with the last error."""
-    if not isinstance(error, PipelineError):
-        error = PermanentError(ErrorCategory.INTERNAL, f"{type(error).__name__}: {error}")
-    fail_document(sessions, document_id, error)
 
 
 def _record_started(deps: Collaborators, document_id: int, call: CallRecord) -> None:

@@ -17,21 +17,27 @@ import logging
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.checks import RuleFailure
 from pipeline.cost import batch as batches
 from pipeline.cost import budget, config, page_cache
 from pipeline.cost.batch_api import BatchCapable
+from pipeline.cost.chunks import (
+    AnsweredChunk,
+    EscalationStore,
+    best_effort,
+    failing_pages,
+    mark_cascade_overhead,
+    store_answer,
+)
 from pipeline.cost.circuit import CLOSED, CircuitBreaker, MemoryCircuitBreaker, Verdict, is_outage
 from pipeline.cost.estimate import Estimator, prefix_tokens
 from pipeline.cost.hooks import AwaitingBatch, CallPlan, ProviderHeld
@@ -163,16 +169,6 @@ class CostServices:
         )
 
 
-@dataclass(slots=True)
-class _Chunk:
-    indexes: tuple[int, ...]
-    data: dict[str, Any]
-    first_call: int  # meter.calls[first_call:last_call] are the calls it took
-    last_call: int
-    key: str | None = None  # its page-cache key
-    label: str = ""  # the model plan in its key
-
-
 @dataclass
 class DocumentCost:
     """The CostHooks of one document's extraction (see pipeline.cost.hooks)."""
@@ -186,7 +182,7 @@ class DocumentCost:
     budget: budget.DocumentBudget
     extractor_for: Callable[[str], Extractor]
     load_chunks: ChunkLoader | None = None
-    chunks: list[_Chunk] = field(default_factory=list)
+    chunks: list[AnsweredChunk] = field(default_factory=list)
     settled: bool = False  # the whole answer came checked from the page cache
     # The extraction's chunk checkpoints (a retry resumes from them; so does the cascade).
     checkpoints: ChunkStore | None = None
@@ -231,7 +227,7 @@ class DocumentCost:
             # This document stored it on an earlier attempt (it waited, or a later call
             # failed): a checkpoint, not a saving; no row, nothing paid twice.
             at = len(meter.calls)
-            self.chunks.append(_Chunk(indexes, hit.data, at, at, key, hit.model))
+            self.chunks.append(AnsweredChunk(indexes, hit.data, at, at, key, hit.model))
             return hit.data
         meter.calls.append(
             CallRecord(
@@ -249,7 +245,7 @@ class DocumentCost:
             )
         )
         at = len(meter.calls)
-        self.chunks.append(_Chunk(indexes, hit.data, at - 1, at))
+        self.chunks.append(AnsweredChunk(indexes, hit.data, at - 1, at))
         self.settled = hit.final and self.page_count == len(indexes)
         return hit.data
 
@@ -262,48 +258,34 @@ class DocumentCost:
         meter: Meter,
         first_call: int,
     ) -> None:
-        chunk = _Chunk(tuple(p.index for p in pages), data, first_call, len(meter.calls))
+        chunk = AnsweredChunk(tuple(p.index for p in pages), data, first_call, len(meter.calls))
         if self.services.page_cache_on(schema):
             chunk.label = self._plan_label(extractor)
             chunk.key = page_cache.chunk_key(pages, schema, chunk.label, page_cache.PROMPT_VERSION)
-            self._store(chunk, data, meter.calls[first_call:], final=False)
-        self.chunks.append(chunk)
-
-    def _store(
-        self, chunk: _Chunk, data: dict[str, Any], calls: list[CallRecord], *, final: bool
-    ) -> None:
-        paid = [c for c in calls if c.purpose is not CallPurpose.CACHE_HIT]
-        answered = [c for c in paid if c.outcome is CallOutcome.OK]
-        if not answered:
-            return
-        if any(c.model not in chunk.label.split(">") for c in answered):
-            return  # a failover secondary's answer is not what the key promises
-        costs = [c.cost_usd for c in paid]
-        cost = None if any(c is None for c in costs) else sum((c for c in costs if c), Decimal(0))
-        if chunk.key is None:
-            return
-        with (
-            _best_effort("storing a page-cache entry"),
-            transaction(self.services.sessions) as session,
-        ):
-            page_cache.store(
-                session,
-                key=chunk.key,
-                schema=self.schema,
-                provider=answered[-1].provider,
-                plan=chunk.label,
-                data=data,
-                final=final,
-                source_call_id=answered[-1].call_id,
-                document_id=self.document_id,
-                cost_usd=cost,
+            store_answer(
+                self.services.sessions,
+                self.schema,
+                self.document_id,
+                chunk,
+                data,
+                meter.calls[first_call:],
+                final=False,
             )
+        self.chunks.append(chunk)
 
     def document_done(self, result: ExtractionResult, meter: Meter) -> None:
         """A single-chunk document's checked answer replaces its chunk's cache entry."""
         if self.settled or not result.valid or result.data is None or len(self.chunks) != 1:
             return
-        self._store(self.chunks[0], result.data, meter.calls, final=True)
+        store_answer(
+            self.services.sessions,
+            self.schema,
+            self.document_id,
+            self.chunks[0],
+            result.data,
+            meter.calls,
+            final=True,
+        )
 
     # -- before and after a call --------------------------------------------------------------
 
@@ -476,7 +458,7 @@ class DocumentCost:
         from pipeline.usecases.waiting import wake
 
         woken = 0
-        with _best_effort("waking held documents"), transaction(self.services.sessions) as session:
+        with best_effort("waking held documents"), transaction(self.services.sessions) as session:
             woken = wake(session, [PROVIDER_DOWN])
         if woken:
             log.info("circuit closed: %d held document(s) resume", woken)
@@ -503,7 +485,7 @@ class DocumentCost:
         if self.load_chunks is None:
             return None
         stronger = self.services.with_model(extractor, models[models.index(extractor.model) + 1])
-        failing = _failing_pages(failures, grounding, ungrounded)
+        failing = failing_pages(failures, grounding, ungrounded)
         escalated = [c for c in self.chunks if failing is None or set(c.indexes) & failing]
         # The cheap answers of escalated chunks saved nothing: they were paid on top.
         overhead = [
@@ -514,7 +496,7 @@ class DocumentCost:
         ]
         for call in overhead:
             call.savings.cascade = -(call.cost_usd or Decimal(0))
-        self._mark_overhead(overhead)
+        mark_cascade_overhead(self.services.sessions, overhead)
         log.info(
             "document %s: escalating %s to %s",
             self.document_id,
@@ -526,7 +508,7 @@ class DocumentCost:
             for c in self.chunks
             if c not in escalated and c.indexes
         }
-        store = _EscalationStore(self.checkpoints, failing, kept)
+        store = EscalationStore(self.checkpoints, failing, kept)
         previous = self.chunks
         self.chunks, self._escalating = [], True
         try:
@@ -546,68 +528,3 @@ class DocumentCost:
         finally:
             self._escalating = False
         return again, stronger
-
-    def _mark_overhead(self, calls: list[CallRecord]) -> None:
-        # Rows already final (written before this point) get the correction too.
-        if not calls:
-            return
-        with (
-            _best_effort("correcting cascade savings"),
-            transaction(self.services.sessions) as session,
-        ):
-            session.execute(
-                text(
-                    "UPDATE vlm_calls SET saved_cascade_usd = -coalesce(cost_usd, 0)"
-                    " WHERE call_id = ANY(:ids) AND outcome <> 'started'"
-                ),
-                {"ids": [c.call_id for c in calls]},
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class _EscalationStore:
-    """The chunks an escalation keeps (their answers passed) and the ones it asks again: a
-    range holding a failing page (every range when the failure cannot be placed) reads as
-    unanswered; a new answer is checkpointed as usual."""
-
-    base: ChunkStore | None
-    failing: set[int] | None
-    kept: dict[tuple[int, int], dict[str, Any]]
-
-    def load(self, first: int, stop: int) -> dict[str, Any] | None:
-        if self.failing is None or any(first <= page < stop for page in self.failing):
-            return None
-        found = self.kept.get((first, stop))
-        if found is None and self.base is not None:
-            found = self.base.load(first, stop)
-        return found
-
-    def save(self, first: int, stop: int, record: dict[str, Any]) -> None:
-        if self.base is not None:
-            self.base.save(first, stop, record)
-
-
-@contextmanager
-def _best_effort(what: str) -> Iterator[None]:
-    """A write that must never cost an answer that arrived (the page cache, a savings figure,
-    a wake-up): a database that is down skips it, with one log line."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        log.warning("%s skipped: %s", what, " ".join(str(exc).split())[:200])
-
-
-def _failing_pages(
-    failures: list[RuleFailure], grounding: dict[str, Any], ungrounded: list[str]
-) -> set[int] | None:
-    """Pages holding the values that failed; None when a failure cannot be placed on a page
-    (an ungrounded value, or a rule about values found nowhere): then every chunk goes."""
-    if ungrounded:
-        return None
-    fields = {f.split("[", 1)[0] for failure in failures for f in failure.fields}
-    pages: set[int] = set()
-    for path, where in grounding.items():
-        top = path.split("[", 1)[0].split(".", 1)[0]
-        if top in fields and isinstance(where, dict) and "page" in where:
-            pages.add(int(where["page"]))
-    return pages or None

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from workers.web.charts import bars
-from workers.web.dashboard import money, seconds
+from workers.web.rendering import money, seconds
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from pipeline.errors import ErrorCategory, PermanentError
 from pipeline.pages import Limits
 from workers.intake import EVENTS_PATH, WebhookIntake, is_loopback
-from workers.web import dashboard, endpoints
+from workers.web import dashboard, endpoints, rendering
 from workers.web.security import LOOPBACK_HOSTS, Access, SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         "accept", ""
     )
     if wants_html:
-        return dashboard.error_page(request, exc.status_code, str(exc.detail))
+        return rendering.error_page(request, exc.status_code, str(exc.detail))
     return JSONResponse(
         {"error": "not found" if exc.status_code == 404 else str(exc.detail)},
         status_code=exc.status_code,

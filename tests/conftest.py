@@ -65,10 +65,13 @@ def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE documents, vlm_calls, budget_caps, budget_ledger, message_batches"
-                " RESTART IDENTITY CASCADE"
+                "TRUNCATE documents, vlm_calls, budget_caps, budget_ledger, message_batches,"
+                " page_cache, ops_rollup_finished, ops_rollup_failures, ops_rollup_latency,"
+                " ops_rollup_cost RESTART IDENTITY CASCADE"
             )
         )
+        # What an earlier test's beat rolled up is gone: the views read raw rows again.
+        conn.execute(text("UPDATE ops_rollup_state SET rolled_until = NULL"))
     yield make_session_factory(engine)
 
 

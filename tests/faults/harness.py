@@ -53,7 +53,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -634,23 +633,14 @@ class FaultStack:
 
 
 def document_tasks() -> list[tuple[str, str]]:
-    """(task name, queue) of every task that works on one document: not the maintenance or
-    dead-letter ones. Read from the app's registry, so that it follows the pipeline's stages."""
-    with warnings.catch_warnings():
-        # Celery 5.7 deprecates the `queue` task attribute the tasks are declared with.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        import workers.tasks.documents  # noqa: F401 -- registers the document tasks
-        from workers.app import app
-
-        found = sorted(
-            (name, str(task.queue))
-            for name, task in app.tasks.items()
-            if name.startswith("pagemill.")
-            and getattr(task, "queue", None) in queues.CONSUMED
-            and task.queue != queues.MAINTENANCE
-        )
-    assert found, "no document task registered"
+    """(task name, queue) of every task that works on one document: not the maintenance ones.
+    Read from the app's routes, so that it follows the pipeline's stages."""
+    found = sorted(
+        (name, route["queue"])
+        for name, route in queues.ROUTES.items()
+        if route["queue"] != queues.MAINTENANCE
+    )
+    assert found, "no document task routed"
     return found
 
 

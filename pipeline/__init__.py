@@ -1,0 +1,1 @@
+"""pagemill's library: everything but Celery, from a file's bytes to rows in Postgres."""

@@ -1,0 +1,1 @@
+"""Postgres: models, sessions, migrations run from code, and the repository of statements."""

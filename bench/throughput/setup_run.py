@@ -63,6 +63,9 @@ class SetupRun:
             "PAGEMILL_ANTHROPIC_API_KEY": "bench-not-a-real-key",
             "PAGEMILL_ANTHROPIC_BASE_URL": provider_url,
             "PAGEMILL_RATE_LIMITS": f"anthropic:*=inflight:{self.setup.limit}",
+            # Every page goes to the provider: the uploads repeat a pool of documents, which the
+            # page cache would answer for free (its savings are bench.cost's to measure).
+            "PAGEMILL_PAGE_CACHE": "false",
             # Digital pages have their words; scans are OCR'd for grounding.
             "PAGEMILL_OCR_SCANNED_PAGES": "true" if self.setup.scanned else "false",
             **({"PAGEMILL_SCHEMA_ROUTES": SCANNED_ROUTES} if self.setup.scanned else {}),

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol, TypeAlias
 
@@ -24,6 +24,8 @@ def kind_of(name: str, value: Any, kinds: Mapping[str, Kind]) -> Kind:
         return kinds[name]
     if isinstance(value, (date, datetime)):
         return "date"
+    if isinstance(value, time):
+        return "time"
     if isinstance(value, (Decimal, int, float)):
         return "quantity" if "qty" in name or "quantity" in name else "amount"
     if name.endswith("date"):
@@ -106,7 +108,24 @@ def make_query(kind: Kind, value: Any, name: str | None, in_row: bool) -> Query:
             return ("date", day, name)
     elif kind == "currency" and isinstance(value, str) and value.strip().upper() in ISO_4217:
         return ("cur", value.strip().upper(), in_row)
+    elif kind == "time":
+        printed = printed_time(value)
+        if printed is not None:
+            return ("text", printed, "identifier", name)
     return ("text", str(value), "identifier" if kind == "identifier" else "text", name)
+
+
+_TIME = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+def printed_time(value: Any) -> str | None:
+    """A time as a receipt prints it: validation writes 17:00 as "17:00:00", and receipts print
+    seconds only when they count ("17:00", but "17:00:42")."""
+    match = _TIME.match(value.isoformat() if isinstance(value, time) else str(value))
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return f"{hours}:{minutes}" if seconds in (None, "00") else f"{hours}:{minutes}:{seconds}"
 
 
 class Source(Protocol):

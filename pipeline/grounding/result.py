@@ -16,8 +16,6 @@ class Ungrounded(Enum):
 
 UNGROUNDED: Final = Ungrounded.UNGROUNDED
 
-Kind = Literal["text", "identifier", "amount", "quantity", "date", "currency"]
-
 
 @dataclass(frozen=True, slots=True)
 class Location:

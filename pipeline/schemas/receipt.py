@@ -130,7 +130,7 @@ VOCABULARY = Vocabulary(
         "merchant_address": "text",
         "receipt_number": "identifier",
         "date": "date",
-        "time": "text",
+        "time": "time",
         "currency": "currency",
         "subtotal": "amount",
         "tax": "amount",

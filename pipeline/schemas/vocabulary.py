@@ -15,7 +15,7 @@ from typing import Literal
 
 from pipeline.text.labels import LabelSpec
 
-ValueKind = Literal["text", "identifier", "amount", "quantity", "date", "currency"]
+ValueKind = Literal["text", "identifier", "amount", "quantity", "date", "time", "currency"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ def _kind_of_property(name: str, prop: object) -> ValueKind | None:
     for option in options:
         if option.get("format") == "date":
             return "date"
+        if option.get("format") == "time":
+            return "time"
         if option.get("type") in ("number", "integer"):
             return "quantity" if re.search(r"qty|quantity", name) else "amount"
     if "currency" in name:

@@ -521,3 +521,15 @@ def test_streaming_keeps_no_page_between_chunks() -> None:
 def test_ungrounded_sentinel_is_distinct_from_locations() -> None:
     assert UNGROUNDED.value == "ungrounded"
     assert not isinstance(UNGROUNDED, Location)
+
+
+@pytest.mark.parametrize(
+    ("printed", "answer"),
+    [("17:00", "17:00:00"), ("09:41", "09:41:00"), ("21:07:42", "21:07:42")],
+)
+def test_a_time_is_found_as_printed_not_as_validation_writes_it(printed: str, answer: str) -> None:
+    # The receipt schema's time validates to HH:MM:SS; receipts print seconds only if they count.
+    pages = _pages(_pdf([(50, 100, f"Datum 04.12.2026 Zeit {printed}"), (50, 140, "Summe 12,50")]))
+    found = ground({"time": answer}, pages, kinds={"time": "time"})
+    assert found.ungrounded() == [], found.to_json()
+    assert _loc(found, "time").matched_text == printed

@@ -15,6 +15,7 @@ from datetime import date, time
 from decimal import Decimal
 from typing import Any
 
+from pipeline.rules.answer import schema_json
 from pipeline.rules.invoice import (
     Amount,
     Doc,
@@ -77,22 +78,7 @@ class ReceiptFields:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        def amount(value: Decimal | None) -> str | None:
-            return None if value is None else format_amount(value)
-
-        return {
-            "merchant_name": self.merchant_name,
-            "merchant_address": self.merchant_address,
-            "receipt_number": self.receipt_number,
-            "date": self.date.isoformat() if self.date else None,
-            "time": self.time.isoformat() if self.time else None,
-            "currency": self.currency,
-            "subtotal": amount(self.subtotal),
-            "tax": amount(self.tax),
-            "tip": amount(self.tip),
-            "total": amount(self.total),
-            "line_items": self.line_items,
-        }
+        return schema_json(self)
 
 
 def extract_receipt(pages: Sequence[PageWords], reread: Reread | None = None) -> ReceiptFields:

@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from pipeline.text.amounts import format_amount
+from pipeline.rules.answer import schema_json
 
 
 @dataclass(slots=True)
@@ -30,19 +30,4 @@ class InvoiceFields:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        def amount(value: Decimal | None) -> str | None:
-            return None if value is None else format_amount(value)
-
-        return {
-            "invoice_number": self.invoice_number,
-            "invoice_date": self.invoice_date.isoformat() if self.invoice_date else None,
-            "due_date": self.due_date.isoformat() if self.due_date else None,
-            "vendor_name": self.vendor_name,
-            "vendor_address": self.vendor_address,
-            "customer_name": self.customer_name,
-            "currency": self.currency,
-            "subtotal": amount(self.subtotal),
-            "tax": amount(self.tax),
-            "total": amount(self.total),
-            "line_items": self.line_items,
-        }
+        return schema_json(self)

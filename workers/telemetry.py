@@ -26,12 +26,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Everything a scrape uses is imported here, in the thread that imports this module, never
+# during a scrape: scrapes run in the metrics server's thread, and a prefork pool that forks
+# while that thread holds a module's import lock leaves its children blocked for good on their
+# first import of that module (seen: tasks received, never run).
+import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
 from pipeline import metrics
+from pipeline.cost.circuit import RedisCircuitBreaker
 from pipeline.settings import Settings
+from pipeline.usecases.ops_status import oldest_pending_age_s
 from workers import queues
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
     from sqlalchemy import Engine
 
@@ -65,9 +78,10 @@ class ScrapeTimeMetrics:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _engine: Engine | None = None
 
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
+    def __post_init__(self) -> None:
+        self._database()  # loads the database driver's modules now, not in a scrape
 
+    def collect(self) -> Iterator[Metric]:
         reading = self._read()
         up = GaugeMetricFamily(
             "pagemill_scrape_source_up",
@@ -115,8 +129,6 @@ class ScrapeTimeMetrics:
             return self._reading
 
     def _queue_depths(self) -> dict[str, int] | None:
-        import redis
-
         try:
             return queue_depths(self.broker_url)
         except redis.RedisError as exc:
@@ -124,10 +136,6 @@ class ScrapeTimeMetrics:
             return None
 
     def _circuits(self) -> list[tuple[str, str, int]] | None:
-        import redis
-
-        from pipeline.cost.circuit import RedisCircuitBreaker
-
         client = redis.Redis.from_url(
             self.circuit_redis_url or self.broker_url,
             socket_timeout=_SOURCE_TIMEOUT_S,
@@ -142,11 +150,6 @@ class ScrapeTimeMetrics:
             client.close()
 
     def _oldest_pending(self) -> float | None:
-        from sqlalchemy.exc import SQLAlchemyError
-        from sqlalchemy.orm import Session
-
-        from pipeline.usecases.ops_status import oldest_pending_age_s
-
         try:
             with Session(self._database()) as session:
                 return oldest_pending_age_s(session)
@@ -156,9 +159,6 @@ class ScrapeTimeMetrics:
 
     def _database(self) -> Engine:
         if self._engine is None:
-            from sqlalchemy import create_engine
-            from sqlalchemy.pool import NullPool
-
             # No pool: a connection per read (every few seconds at most) is cheap, and nothing
             # open crosses a fork of the worker's pool processes.
             self._engine = create_engine(
@@ -174,8 +174,6 @@ class ScrapeTimeMetrics:
 
 def queue_depths(broker_url: str) -> dict[str, int]:
     """Messages waiting in each of our Celery queues (all priorities); raises RedisError."""
-    import redis
-
     names = queues.CONSUMED
     client = redis.Redis.from_url(
         broker_url, socket_timeout=_SOURCE_TIMEOUT_S, socket_connect_timeout=_SOURCE_TIMEOUT_S
@@ -198,8 +196,6 @@ def queue_depths(broker_url: str) -> dict[str, int]:
 def scrape_registry(settings: Settings) -> CollectorRegistry:
     """Everything a scrape of this process shows: what the pagemill processes recorded, and
     the scrape-time gauges."""
-    from prometheus_client import CollectorRegistry
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics.RecordedMetrics())
     registry.register(

@@ -14,7 +14,7 @@ from pipeline.currencies import ISO_4217
 from pipeline.grounding.index import Span
 from pipeline.grounding.result import UNGROUNDED, Grounding, Location
 from pipeline.schemas.vocabulary import ValueKind as Kind
-from pipeline.text.dates import date_readings
+from pipeline.text.dates import date_readings, printed_time
 
 
 def kind_of(name: str, value: Any, kinds: Mapping[str, Kind]) -> Kind:
@@ -113,19 +113,6 @@ def make_query(kind: Kind, value: Any, name: str | None, in_row: bool) -> Query:
         if printed is not None:
             return ("text", printed, "identifier", name)
     return ("text", str(value), "identifier" if kind == "identifier" else "text", name)
-
-
-_TIME = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?")
-
-
-def printed_time(value: Any) -> str | None:
-    """A time as a receipt prints it: validation writes 17:00 as "17:00:00", and receipts print
-    seconds only when they count ("17:00", but "17:00:42")."""
-    match = _TIME.match(value.isoformat() if isinstance(value, time) else str(value))
-    if match is None:
-        return None
-    hours, minutes, seconds = match.groups()
-    return f"{hours}:{minutes}" if seconds in (None, "00") else f"{hours}:{minutes}:{seconds}"
 
 
 class Source(Protocol):

@@ -16,7 +16,7 @@ from pipeline.domain import Word
 from pipeline.grounding.result import Location
 from pipeline.text.amounts import CENTS, amount_readings
 from pipeline.text.dates import MONTHS, date_readings
-from pipeline.text.instructions import addressed_to_model
+from pipeline.text.instructions import addressed_to_model, may_address_model
 from pipeline.text.lines import group_line_indexes
 from pipeline.text.normalise import DIGIT_LOOKALIKES, alnum_parts, digits
 
@@ -69,6 +69,8 @@ class PageIndex:
 
     def _addressed_to_model(self) -> set[int]:
         """Words of the segments (cells, column runs) that speak to a model reading the page."""
+        if not may_address_model(" ".join(w.text for w in self.words)):
+            return set()
         return {
             i
             for seg in self.segments

@@ -1,11 +1,12 @@
 """Dates as printed: numeric, ISO and written-month forms in English, German, French, Dutch,
-Spanish, Italian and Portuguese; the first reading for the rules, every reading for grounding."""
+Spanish, Italian and Portuguese; the first reading for the rules, every reading for grounding;
+and a receipt's time as printed."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time
 from functools import lru_cache
 
 from pipeline.text.normalise import fold, norm
@@ -191,3 +192,16 @@ def date_readings(text: str) -> frozenset[date]:
         elif a in MONTHS and b.isdigit() and c.isdigit() and len(b) <= 2:
             found.add(_make_date(_year(c), MONTHS[a], int(b)))
     return frozenset(d for d in found if d is not None)
+
+
+_ISO_TIME = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+def printed_time(value: object) -> str | None:
+    """A time as a receipt prints it: validation writes 17:00 as "17:00:00", and receipts print
+    seconds only when they count ("17:00", but "17:00:42")."""
+    match = _ISO_TIME.match(value.isoformat() if isinstance(value, time) else str(value))
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return f"{hours}:{minutes}" if seconds in (None, "00") else f"{hours}:{minutes}:{seconds}"

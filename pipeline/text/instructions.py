@@ -20,6 +20,16 @@ _ADDRESSED = re.compile(
 )
 
 
+# Words every instruction above contains: a page without any of them (nearly every page) is
+# checked once, not run by run.
+_KEYWORDS = re.compile(r"system|assistant|ignore|disregard|forget|override|you\s+are|as\s+an\s+ai")
+
+
+def may_address_model(text: str) -> bool:
+    """False when no run of `text` (a whole page's words) can speak to a model."""
+    return _KEYWORDS.search(norm(text)) is not None
+
+
 def addressed_to_model(text: str) -> bool:
     """Whether a run of printed text (a line or a cell) speaks to a model reading the page."""
     return _ADDRESSED.search(norm(text)) is not None

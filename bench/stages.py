@@ -3,6 +3,7 @@ in one process, one one-page invoice at a time, with every step timed in CPU tim
 thread's, so the in-process S3 server and fake provider do not count).
 
     python -m bench.stages --docs 60
+    python -m bench.stages --scanned --docs 48    # the scanned workload, OCR for grounding
 
 Steps are timed exclusively (a step's time leaves out the timed steps inside it), so the rows
 add up to the total; "other" is what no wrapper covered. Celery (task receipt, ack, publishing
@@ -20,6 +21,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bench import common
@@ -116,6 +118,7 @@ def instrument(timer: StepTimer) -> None:
     w(pymupdf.Page, "get_textpage", "page: text layer (one text page)")
     w(pymupdf.Page, "get_text", "page: text layer (one text page)")
     w(pymupdf.Page, "get_pixmap", "page: render (get_pixmap)")
+    w(process, "ensure_words", "page: OCR for grounding (fast setting)")
     w(pages, "encode_pixmap_jpeg", "page: JPEG encode")
     w(repo, "record_source", "record source facts (size, hash, pages)")
     w(repo, "record_pages", "page rows (INSERT … ON CONFLICT)")
@@ -136,19 +139,51 @@ def instrument(timer: StepTimer) -> None:
         w(repo, name, "store call rows, result, finish document + pages")
 
 
-def _servers() -> tuple[Any, Any]:
+def _servers(answers: dict[str, Any] | None = None) -> tuple[Any, Any]:
     from bench.fakeaws import make_server
     from bench.provider import BenchModelServer
 
     aws = make_server()
     threading.Thread(target=aws.serve_forever, daemon=True).start()
-    provider = BenchModelServer(latency=0.0).start()
+    provider = BenchModelServer(latency=0.0, answers=answers).start()
     return aws, provider
+
+
+# Final outcomes: scanned documents cycle through a pool, so their repeats are flagged as
+# possible duplicates and go to review.
+FINAL = ("done", "needs_review")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    data: bytes
+    extension: str
+    schema: str
+    pages: int
+
+
+def _workload(docs: int, scanned: bool) -> tuple[list[Workload], dict[str, Any]]:
+    """The documents to time, and the fake provider's answers by first image (a scan has no
+    text layer for it to read an invoice number from)."""
+    if not scanned:
+        return [Workload(common.invoice_pdf(i + 1), "pdf", "invoice", 1) for i in range(docs)], {}
+    from bench import scans
+
+    pool = scans.workload(24)
+    answers = {scans.answer_key(d): d.fields for d in pool}
+    items = [Workload(d.data, d.extension, d.schema, d.pages) for d in pool]
+    return (items * (docs // len(items) + 1))[:docs], answers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
-    parser.add_argument("--docs", type=int, default=60, help="one-page invoices to time")
+    parser.add_argument("--docs", type=int, default=60, help="documents to time")
+    parser.add_argument(
+        "--scanned",
+        action="store_true",
+        help="the throughput benchmark's scanned pool (invoice scans, receipt photos) instead of "
+        "one-page digital invoices, OCR'd for grounding",
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--broker-url", default=None)
     args = parser.parse_args(argv)
@@ -164,28 +199,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         database=DATABASE
     ).render_as_string(hide_password=False)
     broker_url = args.broker_url or base.broker_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    aws, provider = _servers()
+    warm = 3
+    workload, answers = _workload(args.docs + warm, args.scanned)
+    aws, provider = _servers(answers)
     endpoint = f"http://127.0.0.1:{aws.server_address[1]}"
     try:
         log(f"resetting {DATABASE} and Redis db {REDIS_DB}")
         reset_database(database_url)
         flush_redis(broker_url)
-        figures = run(args.docs, database_url, broker_url, endpoint, provider.anthropic_base_url)
+        figures = run(
+            workload,
+            warm,
+            database_url,
+            broker_url,
+            endpoint,
+            provider.anthropic_base_url,
+            scanned=args.scanned,
+        )
     finally:
         provider.stop()
         aws.shutdown()
-    report(figures, args.docs)
+    report(figures, "scanned documents" if args.scanned else "one-page invoices")
     common.write_results("stages", figures)
     print(common.reproduce_line("bench.stages", argv_list))
     return 0
 
 
 def run(
-    docs: int, database_url: str, broker_url: str, endpoint: str, provider_url: str
+    workload: list[Workload],
+    warm: int,
+    database_url: str,
+    broker_url: str,
+    endpoint: str,
+    provider_url: str,
+    *,
+    scanned: bool,
 ) -> dict[str, Any]:
     import logging
 
-    from pipeline import storage
+    from pipeline import ocr, storage
     from pipeline.costing import load_price_table
     from pipeline.db import repository as repo
     from pipeline.db.session import make_engine, make_session_factory, transaction
@@ -196,6 +248,7 @@ def run(
     from pipeline.usecases import process
 
     logging.disable(logging.WARNING)
+    ocr.one_thread_per_call()  # as in a worker process: thread CPU is then all of it
     settings = load_settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -206,7 +259,9 @@ def run(
         anthropic_api_key="bench-not-a-real-key",
         anthropic_base_url=provider_url,
         rate_limits="anthropic:*=inflight:64",
-        ocr_scanned_pages=False,
+        ocr_scanned_pages=scanned,
+        # Scanned documents cycle through a pool: the cache would answer the repeats.
+        page_cache=False,
     )
     engine = make_engine(settings.database_url, pool_size=2)
     extractors: dict[str, Any] = {}
@@ -219,25 +274,27 @@ def run(
         limiter=make_rate_limiter(settings.rate_limits, broker_url),
     )
     deps.s3.create_bucket(Bucket="bench-stages")
-    warm = 3
-    ids = []
-    log(f"uploading {docs + warm} one-page invoices")
-    for i in range(docs + warm):
-        key = f"in/{i:05d}.pdf"
-        deps.s3.put_object(Bucket="bench-stages", Key=key, Body=common.invoice_pdf(i + 1))
+    ids: list[tuple[int, int]] = []  # (document id, pages)
+    log(f"uploading {len(workload)} documents")
+    for i, item in enumerate(workload):
+        key = f"in/{i:05d}.{item.extension}"
+        deps.s3.put_object(Bucket="bench-stages", Key=key, Body=item.data)
         ref = storage.head_object(deps.s3, ObjectRef("bench-stages", key, ""))
         with transaction(deps.sessions) as session:
-            ids.append(repo.register_document(session, ref, "invoice", "anthropic")[0])
+            document_id = repo.register_document(session, ref, item.schema, "anthropic")[0]
+        ids.append((document_id, item.pages))
     timer = StepTimer()
     instrument(timer)
     pg = common.Group("postgres", match=common.postgres_backends(DATABASE))
     totals = {"prepare": 0.0, "extract": 0.0}
     steps: dict[str, dict[str, float]] = {}
+    pages = 0
     try:
-        for n, document_id in enumerate(ids):
+        for n, (document_id, page_count) in enumerate(ids):
             measured = n >= warm
             if n == warm:
                 pg_start = common.read_cpu([pg])
+            pages += page_count if measured else 0
             for stage, fn in (
                 ("prepare", process.prepare_document),
                 ("extract", process.extract_document),
@@ -247,7 +304,7 @@ def run(
                 start = time.thread_time()
                 outcome = fn(deps, document_id)
                 spent = time.thread_time() - start
-                if stage == "extract" and getattr(outcome, "value", outcome) != "done":
+                if stage == "extract" and getattr(outcome, "value", outcome) not in FINAL:
                     log(f"document {document_id}: {outcome}")
                 if measured:
                     totals[stage] += spent
@@ -260,21 +317,22 @@ def run(
         timer.restore()
         engine.dispose()
     return {
-        "documents": docs,
-        "total ms/page": {k: 1000 * v / docs for k, v in totals.items()},
+        "documents": len(ids) - warm,
+        "pages": pages,
+        "total ms/page": {k: 1000 * v / pages for k, v in totals.items()},
         "steps ms/page": {
-            stage: {k: 1000 * v / docs for k, v in sorted(b.items(), key=lambda kv: -kv[1])}
+            stage: {k: 1000 * v / pages for k, v in sorted(b.items(), key=lambda kv: -kv[1])}
             for stage, b in steps.items()
         },
-        "postgres backend ms/page": 1000 * common.cpu_delta(pg_start, pg_end)["postgres"] / docs,
+        "postgres backend ms/page": 1000 * common.cpu_delta(pg_start, pg_end)["postgres"] / pages,
     }
 
 
-def report(figures: dict[str, Any], docs: int) -> None:
+def report(figures: dict[str, Any], kind: str) -> None:
     print()
     print(
-        f"## stages: CPU per one-page invoice, in-process ({docs} documents, "
-        f"{common.cores()} cores)"
+        f"## stages: CPU per page, in-process ({figures['documents']} {kind}, "
+        f"{figures['pages']} pages, {common.cores()} cores)"
     )
     for stage in ("prepare", "extract"):
         print()

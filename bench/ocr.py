@@ -307,6 +307,9 @@ def compare(
     docs: int = 8, devset: bool = True, samples: bool = True, include_before: bool = True
 ) -> dict[str, Any]:
     """Every setting on every set of pages; returns the figures and prints the tables."""
+    from pipeline import ocr
+
+    ocr.one_thread_per_call()  # as in a worker process
     work = Path(tempfile.mkdtemp(prefix="pagemill-bench-ocr-"))
     corpora = {"generated": generated_cases(docs)}
     if samples:

@@ -19,6 +19,7 @@ from pipeline.costing import load_price_table
 from pipeline.db.session import make_engine, make_session_factory
 from pipeline.extractors import build_extractor, sdk_module
 from pipeline.extractors.base import Extractor
+from pipeline.ocr.preprocess import one_thread_per_call
 from pipeline.ratelimit import make_rate_limiter
 from pipeline.routing import configure_schemas
 from pipeline.settings import get_settings
@@ -102,6 +103,7 @@ def warm_up() -> bool:
     and fails loudly, as it would have without warm-up.
     """
     started = time.perf_counter()
+    one_thread_per_call()  # every core already has a worker process, or the pool has threads
     try:
         deps = collaborators()
         deps.extractor_for(deps.settings.default_provider)

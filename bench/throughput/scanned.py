@@ -47,6 +47,7 @@ def scanned_steps(count: int) -> dict[str, Any]:
     from pipeline.validation import validate
 
     settings = Settings()
+    ocr.one_thread_per_call()  # as in a worker process: thread CPU is then all of it
     docs = scans.workload(count)
     with opened(docs[0].data, Limits()) as source:  # the engine's one-off model load
         ensure_words(source.page(0), source, settings, for_extraction=False)

@@ -1,4 +1,5 @@
-"""The offline extractor: real sample invoices (text layer and scanned), parsing, OCR pieces."""
+"""The offline extractor: real sample invoices (text layer and scanned), parsing, rules on made-up
+layouts. OCR pieces are in test_ocr_preprocess.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pymupdf
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from pipeline import ocr
 from pipeline.domain import ExtractionRequest, Word
@@ -557,76 +556,3 @@ def test_amounts_without_labels_are_not_invented() -> None:
     data = rules(layout((50, 100, "Some numbers 12,00 and 14.50"), (50, 120, "Page 1 / 2")))
     assert (data["total"], data["tax"], data["subtotal"]) == (None, None, None)
     assert data["currency"] is None
-
-
-# --- OCR pieces ----------------------------------------------------------------------------
-
-
-def _text_image(angle: float = 0.0, table: bool = False) -> np.ndarray[Any, Any]:
-    image = Image.new("L", (1700, 1200), 255)
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=36)
-    for n in range(12):
-        draw.text((100, 80 + 80 * n), f"Line {n} of sample text 123,45 EUR", font=font, fill=0)
-    if table:
-        for y in (60, 140, 220):
-            draw.line((80, y, 1600, y), fill=0, width=4)
-        for x in (80, 800, 1600):
-            draw.line((x, 60, x, 220), fill=0, width=4)
-    rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
-    return np.asarray(rotated, dtype=np.uint8)
-
-
-@pytest.mark.parametrize("angle", [-1.5, -0.6, 0.0, 0.8, 1.5])
-def test_skew_is_measured(angle: float) -> None:
-    assert ocr.estimate_skew(_text_image(angle)) == pytest.approx(angle, abs=0.15)
-
-
-def test_rulings_are_removed_and_text_kept() -> None:
-    gray = _text_image(table=True)
-    cleaned = ocr.remove_rulings(gray, 300)
-    ink_before = int((gray < 128).sum())
-    ink_after = int((cleaned < 128).sum())
-    assert ink_after < ink_before
-    # The long horizontal rule at y=140 is gone; text rows still have ink.
-    assert (cleaned[138:143, 820:1580] < 128).sum() == 0
-    assert (cleaned[80:120, 100:700] < 128).sum() > 500
-
-
-def test_light_text_on_a_dark_bar_survives_flattening() -> None:
-    image = Image.new("L", (1200, 300), 255)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 50, 1200, 200), fill=40)
-    draw.text((100, 90), "Description Qty Amount", font=ImageFont.load_default(size=40), fill=255)
-    flat = ocr.flatten_background(np.asarray(image, dtype=np.uint8), 300)
-    assert (flat[60:190, :] < 128).sum() > 1000  # the text, now dark on white
-    assert (flat[60:190, :] > 200).mean() > 0.8  # the bar, now white
-
-
-def test_tsv_words_share_their_line_height() -> None:
-    tsv = (
-        "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight"
-        "\tconf\ttext\n"
-        "5\t1\t1\t1\t1\t1\t10\t10\t40\t30\t95.0\tBei\n"
-        "5\t1\t1\t1\t1\t2\t60\t20\t50\t20\t91.0\tecke\n"
-        "5\t1\t1\t1\t2\t1\t10\t60\t40\t30\t-1\t \n"
-    )
-    words = ocr.parse_tsv(tsv)
-    assert [w.text for w in words] == ["Bei", "ecke"]
-    assert words[1].y0 == 10.0 and words[1].y1 == 40.0
-    assert words[0].line == words[1].line == 0
-
-
-def test_strip_cuts_fall_in_blank_rows() -> None:
-    gray = _text_image()
-    for cut in ocr.blank_row_cuts(gray, 2):
-        assert (gray[cut] < 128).sum() == 0
-
-
-@needs_tesseract
-def test_ocr_reads_a_rotated_table_with_rulings() -> None:
-    gray = _text_image(angle=1.2, table=True)
-    words = ocr.ocr_page(Image.fromarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)), 1700 * 72 / 300)
-    text = " ".join(w.text for w in words)
-    assert "Line 0" in text and "Line 11" in text
-    assert "123,45" in text

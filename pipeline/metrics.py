@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CALL_SECONDS_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 TOKEN_KINDS = ("input", "output", "cache_creation_input", "cache_read_input")
+
+OCR_SETTINGS = ("thorough", "fast")
+OCR_STEPS = ("decode", "preprocess", "detect", "recognise")  # as pipeline.ocr.STEPS
 
 
 class _Metrics:
@@ -108,6 +111,20 @@ class _Metrics:
             ["category"],
             registry=r,
         )
+        self.ocr_pages: Counter = Counter(
+            "pagemill_ocr_pages",
+            "Pages read by OCR, by setting (thorough: the offline extractor; fast: grounding "
+            "a model's answer).",
+            ["setting"],
+            registry=r,
+        )
+        self.ocr_cpu: Counter = Counter(
+            "pagemill_ocr_cpu_seconds",
+            "CPU time spent reading pages by OCR, by setting and step (decode, preprocess, "
+            "detect, recognise): on scanned pages, most of a worker's CPU.",
+            ["setting", "step"],
+            registry=r,
+        )
         # livesum: the calls in flight of the processes alive now, summed.
         self.in_flight: Gauge = Gauge(
             "pagemill_calls_in_flight",
@@ -151,6 +168,10 @@ def initialize(schemas: Iterable[str], providers: Iterable[str]) -> None:
     for provider in providers:
         metrics.rate_limit_wait.labels(provider=provider)
         metrics.in_flight.labels(provider=provider)
+    for setting in OCR_SETTINGS:
+        metrics.ocr_pages.labels(setting=setting)
+        for step in OCR_STEPS:
+            metrics.ocr_cpu.labels(setting=setting, step=step)
 
 
 # --- hooks: one line where the work happens --------------------------------------------------
@@ -217,6 +238,15 @@ def rate_limit_waited(provider: str, seconds: float) -> None:
 
 def dead_lettered(category: str) -> None:
     _get().dead_letters.labels(category=str(category)).inc()
+
+
+def page_ocred(setting: str, cpu_by_step: Mapping[str, float]) -> None:
+    """One page read by OCR with `setting`, and the CPU seconds each step took."""
+    metrics = _get()
+    metrics.ocr_pages.labels(setting=setting).inc()
+    for step, seconds in cpu_by_step.items():
+        if seconds > 0:
+            metrics.ocr_cpu.labels(setting=setting, step=step).inc(seconds)
 
 
 # --- counting what was committed -------------------------------------------------------------

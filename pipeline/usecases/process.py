@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline import ocr, storage
+from pipeline import metrics, ocr, storage
 from pipeline.cost.hooks import DocumentBudgetSpent, Waiting
 from pipeline.costing import PriceTable
 from pipeline.db import repository as repo
@@ -130,12 +130,15 @@ def ensure_words(
     if trust_text_layer(page.words):
         return
     if for_extraction:
-        options, dpi = ocr.thorough_options(settings), settings.ocr_dpi
+        setting, options, dpi = "thorough", ocr.thorough_options(settings), settings.ocr_dpi
     else:
-        options, dpi = ocr.fast_options(settings), settings.ocr_grounding_dpi
+        setting, options, dpi = "fast", ocr.fast_options(settings), settings.ocr_grounding_dpi
+    before = ocr.step_cpu()
     with ocr.timed("decode"):
         image = _page_image(page, renderer, dpi, settings.max_image_pixels)
     page.words = ocr.ocr_page(image, page.width_pt, options)
+    after = ocr.step_cpu()
+    metrics.page_ocred(setting, {s: after.get(s, 0.0) - before.get(s, 0.0) for s in ocr.STEPS})
 
 
 def _page_image(

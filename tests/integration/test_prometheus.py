@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.db import repository as repo
 from pipeline.db.session import transaction
 from pipeline.domain import ObjectRef
-from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf
+from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf, scanned_pdf
 from tests.conftest import REPO
 from tests.support import fake_model_server as fake
 from tests.support.prometheus import Prometheus, prometheus_path
@@ -134,6 +134,7 @@ def test_promql_counts_what_the_pipeline_did(
             *((f"local-{n}.pdf", render_pdf(make_invoice(40 + n)), "local") for n in range(2)),
             ("multi-page.pdf", render_pdf(make_invoice(45, items=40), rows_per_page=15), "local"),
             ("broken.pdf", corrupt_pdf(b"x"), "local"),
+            ("scanned.pdf", scanned_pdf(render_pdf(make_invoice(47))), "local"),
             *((f"model-{n}.pdf", render_pdf(make_invoice(50 + n)), "anthropic") for n in range(2)),
         ]
         ids = []
@@ -172,7 +173,8 @@ def test_promql_counts_what_the_pipeline_did(
                 )
             ).one()
         assert sum(by_status.values()) == len(uploads) and by_status.get("failed") == 1
-        assert pages == 2 + 3 + 2  # one page each, three for the long one; the broken one none
+        # One page each, three for the long one; the broken one none.
+        assert pages == 2 + 3 + 1 + 2
 
         # Prometheus, not the endpoint, answers: the same numbers as Postgres, exactly.
         def finished_by_status() -> dict[str, float] | None:
@@ -194,6 +196,14 @@ def test_promql_counts_what_the_pipeline_did(
         (cost,) = prometheus.values("sum(pagemill_cost_usd_total)").values()
         assert cost == pytest.approx(float(calls[3]), rel=1e-9) and cost > 0
         assert prometheus.values("sum(pagemill_dead_letters_total)") == {(): 1.0}
+        # The scan is the one page OCR read: the offline extractor's thorough setting.
+        ocr_pages = prometheus.values("sum by (setting) (pagemill_ocr_pages_total)")
+        assert ocr_pages == {(("setting", "thorough"),): 1.0, (("setting", "fast"),): 0.0}
+        ocr_cpu = prometheus.values("sum by (step) (pagemill_ocr_cpu_seconds_total)")
+        assert {dict(labels)["step"] for labels in ocr_cpu} == {
+            "decode", "preprocess", "detect", "recognise"
+        }  # fmt: skip
+        assert ocr_cpu[(("step", "recognise"),)] > ocr_cpu[(("step", "decode"),)] > 0
         retries = prometheus.values("sum by (category) (pagemill_retries_total) > 0")
         assert retries == {(("category", "provider_unavailable"),): 1.0}
         assert prometheus.values('sum(pagemill_model_call_seconds_count{outcome="error"})') == {

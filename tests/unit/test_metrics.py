@@ -144,3 +144,10 @@ def test_the_directory_cannot_be_set_after_metrics_exist(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert out.startswith("refused: metrics were created before")
+
+
+def test_ocr_steps_are_the_steps_ocr_times() -> None:
+    # pipeline.metrics names them without importing OCR (OpenCV, Tesseract) into every process.
+    from pipeline import metrics, ocr
+
+    assert metrics.OCR_STEPS == ocr.STEPS

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.db.session import make_engine, make_session_factory
 from tests.browser.conftest import free_port
-from tests.integration.test_bucket_notifications import bearer, minio_post_body
+from tests.integration.test_webhook_intake import bearer, minio_post_body
 from tests.support.s3_fixtures import BucketWithQueue
 from workers import devstack
 from workers.web.app import create_app

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the pipeline needs at run time (OCR) and the tests use: docker-compose to
-# validate the compose file, a one-node Ceph (radosgw) as a real S3 server that pushes bucket
-# events, Chromium for the dashboard's browser tests, Prometheus for the scrape test.
+# Debian packages the pipeline needs at run time (Tesseract's language data; the engine itself
+# is the tesserocr wheel) and the tests and benchmarks use: the tesseract command (bench.ocr's
+# baseline), docker-compose to validate the compose file, a one-node Ceph (radosgw) as a real
+# S3 server that pushes bucket events, Chromium for the dashboard's browser tests, Prometheus
+# for the scrape test.
 set -euo pipefail
 need=()
 command -v tesseract >/dev/null || need+=(tesseract-ocr)

@@ -1,7 +1,7 @@
 """Offline OCR: read positioned words from a page image with Tesseract, in process.
 
-Tesseract runs inside the worker (Debian's libtesseract, the library the `tesseract` command
-uses, through its C API), one engine per thread and language set, loaded once: a page costs
+Tesseract runs inside the worker (tesserocr, whose wheel carries its own libtesseract; the
+language data is Debian's), one engine per thread and language set, loaded once: a page costs
 its reading, not a process start and a model load (0.1-0.5 s each). Two settings: THOROUGH
 (the offline extractor: 300 dpi, four languages, every clean-up step) and FAST (grounding a
 model's answer: the page scaled by its printed text, deskewing and flattening only where a

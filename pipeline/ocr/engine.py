@@ -1,19 +1,17 @@
-"""Tesseract in process: libtesseract through its C API, one engine per thread and language
-set, and its TSV output turned into words."""
+"""Tesseract in process: tesserocr, one engine per thread and language set, and its TSV output
+turned into words."""
 
 from __future__ import annotations
 
 import atexit
 import csv
-import ctypes
-import ctypes.util
 import io
-import os
 import threading
 import weakref
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,114 +65,72 @@ def tessdata_dir(languages: str, explicit: str | None = None) -> str:
     )
 
 
-class _Library:
-    """Debian's libtesseract (the library the `tesseract` command runs on), through its C API.
-
-    ctypes releases the GIL for each call, so threads read pages in parallel."""
-
-    def __init__(self) -> None:
-        # The library parallelises its LSTM with OpenMP: on a busy 2-core worker that made it
-        # 2.5-4x slower for the same output (FIELD-NOTES). The limit is read once, when
-        # libgomp loads, so it must be in the environment before the library is.
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
-        name = ctypes.util.find_library("tesseract") or "libtesseract.so.5"
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            raise PermanentError(
-                ErrorCategory.CONFIGURATION,
-                "libtesseract not installed: apt-get install tesseract-ocr",
-            ) from None
-        handle, text = ctypes.c_void_p, ctypes.c_char_p
-        for fn, args, result in (
-            ("TessVersion", [], text),
-            ("TessBaseAPICreate", [], handle),
-            ("TessBaseAPIDelete", [handle], None),
-            ("TessBaseAPIInit2", [handle, text, text, ctypes.c_int], ctypes.c_int),
-            ("TessBaseAPISetVariable", [handle, text, text], ctypes.c_int),
-            ("TessBaseAPIGetStringVariable", [handle, text], text),
-            ("TessBaseAPISetPageSegMode", [handle, ctypes.c_int], None),
-            ("TessBaseAPISetImage", [handle, handle] + [ctypes.c_int] * 4, None),
-            ("TessBaseAPISetSourceResolution", [handle, ctypes.c_int], None),
-            ("TessBaseAPIAnalyseLayout", [handle], handle),
-            ("TessPageIteratorDelete", [handle], None),
-            ("TessBaseAPIRecognize", [handle, handle], ctypes.c_int),
-            ("TessBaseAPIGetTsvText", [handle, ctypes.c_int], handle),
-            ("TessDeleteText", [handle], None),
-            ("TessBaseAPIClear", [handle], None),
-            ("TessMonitorCreate", [], handle),
-            ("TessMonitorDelete", [handle], None),
-            ("TessMonitorSetDeadlineMSecs", [handle, ctypes.c_int], None),
-        ):
-            function = getattr(lib, fn)
-            function.argtypes, function.restype = args, result
-        self.lib = lib
-        self.version = (lib.TessVersion() or b"?").decode()
-
-
-@cache
-def _library() -> _Library:
-    return _Library()
+def _tesserocr() -> Any:
+    """The tesserocr module, imported on first use: a process that never reads a scan never
+    loads Tesseract."""
+    try:
+        import tesserocr
+    except ImportError:
+        raise PermanentError(
+            ErrorCategory.CONFIGURATION,
+            "tesserocr is not installed: it is a dependency of pagemill (make setup installs it)",
+        ) from None
+    return tesserocr
 
 
 class _Engine:
-    """One initialised Tesseract (models loaded once); not thread-safe: one per thread."""
+    """One initialised Tesseract (models loaded once); not thread-safe: one per thread.
+
+    tesserocr's wheel carries its own libtesseract (5.3.4, built without OpenMP). It reads the
+    same words as Debian's 5.3.0 with 20-25% less CPU for recognition: Debian's build enters an
+    OpenMP region at every step of its LSTM, even with one thread allowed. Later wheels carry
+    5.5, whose layout analysis loses whole text lines that 5.3 finds (bench/README.md). The
+    long calls release the GIL, so threads read pages in parallel."""
 
     def __init__(self, folder: str, languages: str) -> None:
-        self.lib = _library().lib
-        self.handle = self.lib.TessBaseAPICreate()
-        if self.lib.TessBaseAPIInit2(self.handle, folder.encode(), languages.encode(), 1) != 0:
-            self.lib.TessBaseAPIDelete(self.handle)
+        tesserocr = _tesserocr()
+        try:
+            self.api: Any = tesserocr.PyTessBaseAPI(
+                path=folder, lang=languages, oem=tesserocr.OEM.LSTM_ONLY
+            )
+        except RuntimeError:
             raise PermanentError(
                 ErrorCategory.CONFIGURATION, f"Tesseract could not load {languages!r} from {folder}"
-            )
+            ) from None
         # Light-on-dark text is inverted in preprocessing; skipping Tesseract's inverted retry
         # of every doubtful line saves 5-15%.
         self.set("tessedit_do_invert", "0")
 
     def set(self, name: str, value: str) -> None:
-        self.lib.TessBaseAPISetVariable(self.handle, name.encode(), value.encode())
+        self.api.SetVariable(name, value)
 
     def get(self, name: str) -> str:
-        value = self.lib.TessBaseAPIGetStringVariable(self.handle, name.encode())
-        return value.decode() if value else ""
+        value = self.api.GetVariableAsString(name)
+        return str(value) if value is not None else ""
 
     def read_tsv(self, image: GrayImage, dpi: float, psm: int, timeout_s: float) -> str:
         """Tesseract's TSV rows (without the header line) for one grey image."""
-        lib, handle = self.lib, self.handle
+        api = self.api
         height, width = image.shape
-        lib.TessBaseAPISetPageSegMode(handle, psm)
+        api.SetPageSegMode(psm)
         try:
             with timed("detect"):
-                lib.TessBaseAPISetImage(handle, image.ctypes.data, width, height, 1, width)
-                lib.TessBaseAPISetSourceResolution(handle, max(round(dpi), 70))
-                layout = lib.TessBaseAPIAnalyseLayout(handle)  # the recognition reuses it
-                if layout:
-                    lib.TessPageIteratorDelete(layout)
+                api.SetImageBytes(image.tobytes(), width, height, 1, width)
+                api.SetSourceResolution(max(round(dpi), 70))
+                api.AnalyseLayout()  # the recognition reuses it
             with timed("recognise"):
-                monitor = lib.TessMonitorCreate()
-                try:
-                    lib.TessMonitorSetDeadlineMSecs(monitor, round(timeout_s * 1000))
-                    failed = lib.TessBaseAPIRecognize(handle, monitor) != 0
-                finally:
-                    lib.TessMonitorDelete(monitor)
-                if failed:
+                if not api.Recognize(timeout=max(round(timeout_s * 1000), 1)):
                     raise TransientError(
                         ErrorCategory.TIMEOUT, f"OCR took longer than {timeout_s:.0f} s"
                     )
-                raw = lib.TessBaseAPIGetTsvText(handle, 0)
-                try:
-                    return ctypes.string_at(raw).decode("utf-8", "replace") if raw else ""
-                finally:
-                    if raw:
-                        lib.TessDeleteText(raw)
+                return str(api.GetTSVText(0) or "")
         finally:
-            lib.TessBaseAPIClear(handle)  # the page and its results; the models stay
+            api.Clear()  # the page and its results; the models stay
 
     def close(self) -> None:
-        handle, self.handle = getattr(self, "handle", None), None
-        if handle:
-            self.lib.TessBaseAPIDelete(handle)
+        api, self.api = getattr(self, "api", None), None
+        if api is not None:
+            api.End()
 
     def __del__(self) -> None:
         self.close()
@@ -209,8 +165,8 @@ def _engine(languages: str, tessdata: str | None) -> _Engine:
 
 
 def engine_version() -> str:
-    """The Tesseract library's version, e.g. "5.3.0"."""
-    return _library().version
+    """The Tesseract library's version, e.g. "5.3.4"."""
+    return str(_tesserocr().PyTessBaseAPI.Version())
 
 
 def run_tesseract(

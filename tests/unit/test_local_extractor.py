@@ -3,7 +3,6 @@ layouts. OCR pieces are in test_ocr_preprocess.py."""
 
 from __future__ import annotations
 
-import ctypes.util
 import json
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -34,9 +33,6 @@ SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
 SCORED = ("invoice_number", "date", "total", "currency", "tax", "vendor_name")
 needs_samples = pytest.mark.skipif(
     not (SAMPLES / "docs").is_dir(), reason="../shared/samples is not present"
-)
-needs_tesseract = pytest.mark.skipif(
-    ctypes.util.find_library("tesseract") is None, reason="libtesseract is not installed"
 )
 _open_pdf: Callable[..., Any] = pymupdf.open
 
@@ -110,7 +106,6 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_samples
-@needs_tesseract
 @pytest.mark.parametrize(
     "doc",
     ["sample-02-image.png", "sample-02-scan.pdf", "sample-03-image.png", "sample-03-scan.pdf"],
@@ -163,7 +158,6 @@ def test_a_letter_without_invoice_content_gives_nulls() -> None:
     assert {k: v for k, v in data.items() if v not in (None, [])} == {}
 
 
-@needs_tesseract
 def test_a_blank_scan_gives_nulls() -> None:
     buf = Image.new("RGB", (1654, 2339), "white")
     path_bytes = _png_bytes(buf)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -18,10 +17,6 @@ from pipeline.pages import Limits, opened
 from pipeline.settings import Settings
 from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
 from pipeline.usecases.process import ensure_words
-
-needs_tesseract = pytest.mark.skipif(
-    ctypes.util.find_library("tesseract") is None, reason="libtesseract is not installed"
-)
 
 
 def _page(font_px: int, lines: int = 10, dark_bar: bool = False) -> Image.Image:
@@ -66,7 +61,6 @@ def test_background_is_flattened_only_when_the_page_needs_it() -> None:
     assert "flatten" in ocr.prepare_page(_page(30, dark_bar=True), 1600 * 72 / 200, ocr.FAST).steps
 
 
-@needs_tesseract
 def test_a_scan_read_fast_grounds_the_invoice_it_shows() -> None:
     invoice = make_invoice(31, items=6)
     data = scanned_pdf(render_pdf(invoice), seed=31)
@@ -82,7 +76,6 @@ def test_a_scan_read_fast_grounds_the_invoice_it_shows() -> None:
         assert field not in missing
 
 
-@needs_tesseract
 def test_threads_read_pages_in_parallel_with_their_own_engines() -> None:
     pages = [_page(28, lines=6), _page(34, lines=5), _page(24, lines=7), _page(30, lines=6)]
     alone = [ocr.ocr_page(p, p.width * 72 / 200, ocr.FAST) for p in pages]
@@ -92,7 +85,6 @@ def test_threads_read_pages_in_parallel_with_their_own_engines() -> None:
     assert all(any(w.text == "123,45" for w in words) for words in alone)
 
 
-@needs_tesseract
 def test_a_read_over_its_time_limit_is_a_transient_timeout() -> None:
     image = _page(30, lines=30)
     with pytest.raises(TransientError) as caught:

@@ -3,7 +3,6 @@ Tesseract's TSV, strip cuts, and a whole page read."""
 
 from __future__ import annotations
 
-import ctypes.util
 from typing import Any
 
 import cv2
@@ -12,10 +11,6 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline import ocr
-
-needs_tesseract = pytest.mark.skipif(
-    ctypes.util.find_library("tesseract") is None, reason="libtesseract is not installed"
-)
 
 
 def _text_image(angle: float = 0.0, table: bool = False) -> np.ndarray[Any, Any]:
@@ -93,7 +88,6 @@ def test_strip_cuts_fall_in_blank_rows() -> None:
         assert (gray[cut] < 128).sum() == 0
 
 
-@needs_tesseract
 def test_ocr_reads_a_rotated_table_with_rulings() -> None:
     gray = _text_image(angle=1.2, table=True)
     words = ocr.ocr_page(Image.fromarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)), 1700 * 72 / 300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipeline.pages import Limits, opened
 from pipeline.settings import Settings
 from pipeline.synthetic import make_invoice, render_pdf, scanned_pdf
 from pipeline.usecases.process import ensure_words
+from tests.support.scanned_variants import make_variants
 
 
 def _page(font_px: int, lines: int = 10, dark_bar: bool = False) -> Image.Image:
@@ -92,3 +94,16 @@ def test_a_read_over_its_time_limit_is_a_transient_timeout() -> None:
     assert caught.value.category is ErrorCategory.TIMEOUT
     # The engine is usable again afterwards.
     assert ocr.ocr_page(image, image.width * 72 / 200, ocr.FAST)
+
+
+def test_no_text_line_of_a_dense_real_letterhead_is_lost(samples_dir: Path, tmp_path: Path) -> None:
+    # Tesseract 5.5 (the tesserocr 2.9+ wheels) does not find the line "z. Hd. Herr Mustermann
+    # ... München, den 01 11 .2024" of this sample's scan at all, in any page-segmentation mode;
+    # 5.3 reads it. This is why tesserocr is pinned (pyproject.toml).
+    written = make_variants(samples_dir, tmp_path, names=["sample-03"])
+    scan = next(path for path in written if path.name.endswith("-scan.pdf"))
+    with opened(scan.read_bytes(), Limits()) as source:
+        page = source.page(0)
+        ensure_words(page, source, Settings(), for_extraction=False)
+    words = [w.text for w in page.words]
+    assert "Hd." in words and "Herr" in words

@@ -360,7 +360,13 @@ rgw trust forwarded https = true
             if process.poll() is None:
                 raise RadosgwError("the OSD did not come up within 60 s\n" + self._tail("osd.0"))
             if attempt == attempts:
-                raise RadosgwError(f"the OSD exited {attempts} times\n" + self._tail("osd.0"))
+                # The monitor's side of the refusal too: why it would not take the OSD's word.
+                raise RadosgwError(
+                    f"the OSD exited {attempts} times\n"
+                    + self._tail("osd.0")
+                    + "\n--- mon.a ---\n"
+                    + self._tail("mon.a")
+                )
 
     def _osd_up(self) -> bool:
         try:

@@ -13,6 +13,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pipeline.db import repository as repo
 from pipeline.db.session import transaction
 from pipeline.domain import ObjectRef
 from pipeline.synthetic import corrupt_pdf, make_invoice, render_pdf, scanned_pdf
+from pipeline.usecases.recovery import sweep
 from tests.conftest import REPO
 from tests.support import fake_model_server as fake
 from tests.support.prometheus import Prometheus, prometheus_path
@@ -51,6 +53,22 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
             return last
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def wait_while_finishing(
+    finished: Callable[[], int], total: int, worker: devstack.Process, idle_s: float
+) -> bool:
+    """Wait while documents keep finishing: True when all `total` have, False once none has
+    for `idle_s` seconds."""
+    last, since = -1, time.monotonic()
+    while (done := finished()) < total:
+        assert worker.alive(), worker.tail(40)
+        if done != last:
+            last, since = done, time.monotonic()
+        elif time.monotonic() - since > idle_s:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def scrape(url: str) -> str:
@@ -151,14 +169,24 @@ def test_promql_counts_what_the_pipeline_did(
         for document_id in ids:
             enqueue_document(document_id)
 
-        def final() -> bool:
+        def finished() -> int:
             with sessions() as session:
                 n = session.execute(
                     text("SELECT count(*) FROM documents WHERE finished_at IS NOT NULL")
                 ).scalar_one()
-            return int(n) == len(uploads)
+            return int(n)
 
-        wait_for(lambda: final() or not worker.alive(), 90, "every document to finish")
+        # Celery's prefork pool, replacing processes, can strand a message it has taken (it
+        # stays unacknowledged in that worker and never runs; seen once in CI). The pipeline's
+        # answer is its sweep, which beat runs as deployed: a document left pending is sent
+        # again. This worker runs without beat, so the test sweeps, once, if progress stops.
+        if not wait_while_finishing(finished, len(uploads), worker, 30):
+            rescued = sweep(sessions, stuck_after=timedelta(seconds=10), enqueue=enqueue_document)
+            print(f"the sweep re-enqueued {rescued}: the pool had stranded their messages")
+            assert rescued, "documents stopped finishing, and none was left pending\n" + (
+                worker.tail(60)
+            )
+            assert wait_while_finishing(finished, len(uploads), worker, 30), worker.tail(60)
         assert worker.alive(), worker.tail(40)
         print(f"documents final after {time.monotonic() - started:.1f} s")
         with sessions() as session:

@@ -4,7 +4,7 @@ nothing failed, nothing paid twice, and a quiet log.
 What it proves, on the bare `pagemill worker` (prepare on prefork, extract on threads) and an
 intake, against a private cluster of the test's own: while model calls are in flight and more
 documents are queued, Postgres is stopped (`pg_ctl stop -m fast`) for PAGEMILL_FAULT_OUTAGE_S
-(90 s in the suite; the retry budget is scaled to ~20 s, see tests/faults/harness/settings.py) and
+(45 s in the suite; the retry budget is scaled to ~9 s, see tests/faults/harness/settings.py) and
 started again with its data.
 
 * Calls that answer while it is down keep their answer in the process and write it when the

@@ -12,7 +12,7 @@ HTTP):
   document has two 'ok' calls; and a document's next attempt after a 429 never comes sooner
   than the retry-after.
 * 529 outage: while documents are in flight, every model call answers 529 (overloaded) for
-  PAGEMILL_FAULT_OUTAGE_S (90 s in the suite, where the retry budget is scaled to ~20 s). The
+  PAGEMILL_FAULT_OUTAGE_S (45 s in the suite, where the retry budget is scaled to ~9 s). The
   outage uses up no document's retries (item 3): documents wait, trying again with a capped
   backoff, and all end `done` once the provider is back; none failed, none dead-lettered, each
   page paid once; the errors are rows with category provider_unavailable that cost 0.

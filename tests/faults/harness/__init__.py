@@ -35,10 +35,10 @@ finished document is `done`, and every model request can be traced back to its d
 The outage tests (broker, database, provider) take their length and settings from the
 environment, so that the suite runs them short and a person can run them as in production:
 
-* ``PAGEMILL_FAULT_OUTAGE_S`` (default 90): how long the database is down, or the provider
+* ``PAGEMILL_FAULT_OUTAGE_S`` (default 45): how long the database is down, or the provider
   answers 529;
-* ``PAGEMILL_FAULT_SETTINGS``: ``scaled`` (default) scales the retry budget down to ~20 s (so a
-  90 s outage outlasts it several times) and the waits between tries to 5 s; ``default`` runs
+* ``PAGEMILL_FAULT_SETTINGS``: ``scaled`` (default) scales the retry budget down to ~9 s (so a
+  45 s outage outlasts it five times) and the waits between tries to 2.5 s; ``default`` runs
   the pipeline's own defaults (a budget of minutes, waits up to 5 minutes, a sweep a minute).
 
 Modules: `stack` (`FaultStack`, `wait_for`, `document_tasks`), `invoices` (`InvoiceBook`),

@@ -25,20 +25,20 @@ RECOVERY_SETTINGS = {
 }
 
 
-OUTAGE_S = float(os.environ.get("PAGEMILL_FAULT_OUTAGE_S", "90"))
+OUTAGE_S = float(os.environ.get("PAGEMILL_FAULT_OUTAGE_S", "45"))
 FULL_SETTINGS = os.environ.get("PAGEMILL_FAULT_SETTINGS", "scaled") == "default"
 
-# The retry budget scaled down for the suite: at most 0.5 + 1 + 2 + 4 + 5 + 5 = 17.5 s of
-# waits for six retries, so that an outage of 90 s outlasts it five times over; outage waits
-# try again at most 5 s apart. The task time limit (soft: 120 s) lets an answer that arrived
-# wait in its process for a database that is down for 90 s; the lease and the broker's
+# The retry budget scaled down for the suite: at most 0.25 + 0.5 + 1 + 2 + 2.5 + 2.5 = 8.75 s
+# of waits for six retries, so that an outage of 45 s outlasts it five times over; outage waits
+# try again at most 2.5 s apart. The task time limit (soft: 120 s) lets an answer that arrived
+# wait in its process for a database that is down for 45 s (or 90 s); the lease and the broker's
 # visibility timeout outlast it, as the settings require. Stuck-document recovery stays at its
 # default (30 min): nothing here may rely on it.
 SCALED_OUTAGE_SETTINGS = {
     "PAGEMILL_TASK_MAX_RETRIES": "6",
-    "PAGEMILL_RETRY_BASE_S": "0.5",
-    "PAGEMILL_RETRY_CAP_S": "5",
-    "PAGEMILL_WAIT_CAP_S": "5",
+    "PAGEMILL_RETRY_BASE_S": "0.25",
+    "PAGEMILL_RETRY_CAP_S": "2.5",
+    "PAGEMILL_WAIT_CAP_S": "2.5",
     "PAGEMILL_TASK_TIME_LIMIT_S": "150",
     "PAGEMILL_LEASE_S": "160",
     "PAGEMILL_VISIBILITY_TIMEOUT_S": "400",
@@ -55,5 +55,5 @@ def outage_settings(**overrides: str) -> dict[str, str]:
 
 def outage_timeout(settle_s: float = 120.0) -> float:
     """How long to wait for every document after an outage ended: the longest wait between
-    tries (5 s scaled, 300 s by default), a sweep, and the work itself."""
+    tries (2.5 s scaled, 300 s by default), a sweep, and the work itself."""
     return settle_s + (330.0 if FULL_SETTINGS else 10.0)
